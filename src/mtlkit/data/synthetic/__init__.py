@@ -1,0 +1,1 @@
+"""Procedural ray-cast multi-task scenes (presets ``synthetic-nyud`` and ``synthetic-pascal``)."""
