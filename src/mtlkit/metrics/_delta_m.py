@@ -1,0 +1,29 @@
+"""Δm (Maninis et al. 2019): mean relative gain over single-task baselines, in %.
+
+Δm = (1/T) Σ_t (-1)^{l_t} (M_m,t - M_b,t) / M_b,t × 100, with l_t = 1 when lower is better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def relative_gain(value: float, baseline: float, higher_is_better: bool) -> float:
+    """Gain of one task over its baseline in % (positive = better than the baseline)."""
+    if baseline == 0:
+        raise ValueError("Δm is undefined for a baseline metric of 0")
+    sign = 1.0 if higher_is_better else -1.0
+    return sign * (value - baseline) / abs(baseline) * 100.0
+
+
+def delta_m(
+    values: Mapping[str, float], baselines: Mapping[str, float], higher_is_better: Mapping[str, bool]
+) -> float:
+    """Δm over the tasks of ``values``; every one must have a baseline."""
+    missing = [t for t in values if t not in baselines]
+    if missing:
+        raise KeyError(f"no single-task baseline for task(s): {', '.join(missing)}")
+    if not values:
+        raise ValueError("Δm needs at least one task")
+    gains = [relative_gain(values[t], baselines[t], higher_is_better[t]) for t in values]
+    return sum(gains) / len(gains)

@@ -1,0 +1,32 @@
+"""Models: a timm-compatible ViT backbone, task heads and the MultiTaskModel that joins them."""
+
+from mtlkit.models._registry import BACKBONES, build_model
+from mtlkit.models.heads import HEADS, ClassificationHead, ConvHead, DenseHead, LinearHead
+from mtlkit.models.multitask import MultiTaskModel
+from mtlkit.models.vit import (
+    VIT_PRESETS,
+    Block,
+    VisionTransformer,
+    ViTConfig,
+    load_timm_checkpoint,
+    resize_pos_embed,
+    vit_config,
+)
+
+__all__ = [
+    "BACKBONES",
+    "HEADS",
+    "VIT_PRESETS",
+    "Block",
+    "ClassificationHead",
+    "ConvHead",
+    "DenseHead",
+    "LinearHead",
+    "MultiTaskModel",
+    "ViTConfig",
+    "VisionTransformer",
+    "build_model",
+    "load_timm_checkpoint",
+    "resize_pos_embed",
+    "vit_config",
+]

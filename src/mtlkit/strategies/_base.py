@@ -1,0 +1,115 @@
+"""Update strategies: how one batch becomes optimizer steps.
+
+``joint`` (the default) does one forward, one balanced backward and one optimizer step per batch. Other
+strategies (selective task group updates) do several. A strategy sees the batch and a :class:`StepContext`
+and returns logging info (at least ``"losses"``: task -> float).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from mtlkit._registry import Registry
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+@dataclass
+class StepContext:
+    """Everything a strategy needs for one batch; the trainer builds it."""
+
+    model: torch.nn.Module  # a MultiTaskModel
+    tasks: dict[str, Any]  # name -> mtlkit.tasks.Task
+    balancer: Any  # mtlkit.balancing.Balancer
+    optimizer: torch.optim.Optimizer
+    iteration: int = 0
+    #: average the gradients across processes (no-op when not distributed); call before optimizer.step()
+    sync_grads: Callable[[], None] = field(default=lambda: None)
+    #: average detached per-task loss values across processes (identity when not distributed)
+    reduce_losses: Callable[[dict[str, float]], dict[str, float]] = field(default=_identity)
+    #: the balancer works on the shared representation (MGDA-UB style) and needs the features
+    needs_features: bool = False
+
+
+def compute_losses(ctx: StepContext, batch: dict[str, torch.Tensor], tasks: list[str] | None = None):
+    """Forward the model on ``batch`` and return (losses dict, features or None)."""
+    names = list(ctx.tasks) if tasks is None else tasks
+    out, feats = ctx.model(batch["image"], return_features=True)
+    losses = {t: ctx.tasks[t].loss(out[t], batch[t]) for t in names}
+    return losses, feats
+
+
+def all_finite(losses: dict[str, torch.Tensor]) -> bool:
+    return all(math.isfinite(float(v.detach())) for v in losses.values())
+
+
+def balanced_backward(ctx: StepContext, losses: dict[str, torch.Tensor], feats: Any) -> dict[str, Any]:
+    """Zero grads, then let the balancer fill them for ``losses`` (shared / last-shared params from the model)."""
+    model = ctx.model
+    return ctx.balancer.backward(
+        losses,
+        shared=model.shared_parameters(),
+        features=feats if ctx.needs_features else None,
+        last_shared=model.last_shared_parameters(),
+        iteration=ctx.iteration,
+        model=model,
+    )
+
+
+class Strategy(ABC):
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    options: ClassVar[dict[str, Any]] = {}
+
+    @abstractmethod
+    def step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, Any]:
+        """Run the optimizer step(s) for one batch; return info with ``"losses"`` and ``"skipped"``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027  (stateless by default)
+        """Restore what :meth:`state_dict` saved."""
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+
+@STRATEGIES.register("joint")
+class Joint(Strategy):
+    """One forward, one balanced backward, one optimizer step per batch (the usual MTL update).
+
+    A non-finite loss skips the step (no parameter or optimizer-state change) and is counted in the log.
+    """
+
+    name = "joint"
+
+    def step(self, batch, ctx):
+        ctx.optimizer.zero_grad(set_to_none=True)
+        losses, feats = compute_losses(ctx, batch)
+        values = ctx.reduce_losses({t: float(v.detach()) for t, v in losses.items()})
+        if not all(math.isfinite(v) for v in values.values()):
+            return {"losses": values, "skipped": 1, "steps": 0}
+        info = balanced_backward(ctx, losses, feats)
+        ctx.sync_grads()
+        ctx.optimizer.step()
+        info.update(losses=values, skipped=0, steps=1)
+        return info
+
+
+def get(name: str, **options: Any) -> Strategy:
+    from mtlkit.errors import MtlkitError
+
+    cls = STRATEGIES.get(name)
+    unknown = set(options) - set(cls.options)
+    if unknown:
+        raise MtlkitError(f"strategy {name!r} has no option(s) {sorted(unknown)}; valid: {sorted(cls.options)}")
+    return cls(**options)

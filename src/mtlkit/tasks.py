@@ -1,0 +1,155 @@
+"""Tasks: what a head predicts, how it is trained (loss) and judged (meters, primary metric).
+
+Built-in dense tasks follow the ATRC / InvPT / MTI-Net reference code:
+
+- ``semseg`` / ``parts``: cross-entropy, ignore 255; primary mIoU.
+- ``depth``: L1 on valid pixels (gt > 0); primary RMSE (pooled over the split).
+- ``normals``: L1 between the L2-normalised prediction and the unit ground truth on valid pixels
+  (ATRC's ``NormalsLoss(normalize=True)``); primary mean angular error.
+- ``edge``: weighted BCE with positive weight 0.95, summed and divided by the pixel count
+  (MTI-Net's ``BalancedBinaryCrossEntropyLoss(pos_weight=0.95)``); primary odsF.
+- ``saliency``: BCE on valid pixels; primary maxF (β² = 0.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mtlkit._registry import Registry
+from mtlkit.metrics import DepthMeter, EdgeMeter, Meter, NormalsMeter, SaliencyMeter, SegmentationMeter
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: head output channels, loss, meters and the primary metric used for Δm."""
+
+    name: str
+    channels: int
+    loss_fn: LossFn
+    meter_factory: Callable[[], Meter]
+    primary: str
+    higher_is_better: bool
+    #: ``"dense"`` (per-pixel output at input resolution) or ``"classification"`` (one vector per image)
+    kind: str = "dense"
+    #: how predictions are shown: ``"labels"``, ``"depth"``, ``"normals"``, ``"prob"``, ``"regression"``
+    display: str = "regression"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(pred, target)
+
+    def meter(self) -> Meter:
+        return self.meter_factory()
+
+    def postprocess(self, pred: torch.Tensor) -> torch.Tensor:
+        """Raw head output -> a prediction in label space (class map, probability, unit normal, ...)."""
+        if self.display == "labels":
+            return pred.argmax(1)
+        if self.display == "prob":
+            return torch.sigmoid(pred)
+        if self.display == "normals":
+            return F.normalize(pred, dim=1)
+        return pred
+
+
+TASKS: Registry[Callable[..., Task]] = Registry("task")
+
+
+def make_task(name: str, **params: Any) -> Task:
+    """Build a task by name with its dataset-specific parameters (e.g. ``num_classes``, ``max_dist``)."""
+    return TASKS.get(name)(**params)
+
+
+# ----------------------------------------------------------------------------------------- losses
+
+
+def cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(pred, target.long(), ignore_index=255)
+
+
+def depth_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    valid = target > 0
+    if not valid.any():
+        return pred.sum() * 0.0
+    return (pred - target).abs()[valid].mean()
+
+
+def normals_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    valid = (target.abs().sum(1, keepdim=True) > 0).expand_as(target)
+    if not valid.any():
+        return pred.sum() * 0.0
+    return (F.normalize(pred, dim=1) - target).abs()[valid].mean()
+
+
+def balanced_bce_loss(pred: torch.Tensor, target: torch.Tensor, pos_weight: float = 0.95) -> torch.Tensor:
+    valid = target != 255
+    t = torch.where(valid, target, torch.zeros_like(target)).float()
+    per_pixel = F.binary_cross_entropy_with_logits(pred, t, reduction="none")
+    weight = torch.where(t > 0.5, pos_weight, 1.0 - pos_weight) * valid
+    return (per_pixel * weight).sum() / target.numel()
+
+
+def bce_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    valid = target != 255
+    if not valid.any():
+        return pred.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(pred[valid], target[valid].float())
+
+
+# ------------------------------------------------------------------------------------ built-ins
+
+
+def _segmentation(name: str, default_classes: int) -> Callable[..., Task]:
+    def factory(num_classes: int = default_classes) -> Task:
+        return Task(
+            name=name,
+            channels=num_classes,
+            loss_fn=cross_entropy_loss,
+            meter_factory=lambda: SegmentationMeter(num_classes),
+            primary="mIoU",
+            higher_is_better=True,
+            display="labels",
+            params={"num_classes": num_classes},
+        )
+
+    return factory
+
+
+TASKS.register("semseg", _segmentation("semseg", 40))
+TASKS.register("parts", _segmentation("parts", 7))
+
+
+@TASKS.register("depth")
+def depth_task() -> Task:
+    return Task("depth", 1, depth_l1_loss, DepthMeter, "rmse", False, display="depth")
+
+
+@TASKS.register("normals")
+def normals_task() -> Task:
+    return Task("normals", 3, normals_l1_loss, NormalsMeter, "mean", False, display="normals")
+
+
+@TASKS.register("edge")
+def edge_task(max_dist: float = 0.011, pos_weight: float = 0.95) -> Task:
+    return Task(
+        "edge",
+        1,
+        lambda p, t: balanced_bce_loss(p, t, pos_weight),
+        lambda: EdgeMeter(max_dist=max_dist),
+        "odsF",
+        True,
+        display="prob",
+        params={"max_dist": max_dist, "pos_weight": pos_weight},
+    )
+
+
+@TASKS.register("saliency")
+def saliency_task() -> Task:
+    return Task("saliency", 1, bce_loss, SaliencyMeter, "maxF", True, display="prob")
