@@ -1,6 +1,7 @@
 """Models: a timm-compatible ViT backbone, task heads and the MultiTaskModel that joins them."""
 
 from mtlkit.models._registry import BACKBONES, build_model
+from mtlkit.models._transforms import TRANSFORMS, apply_transforms
 from mtlkit.models.heads import HEADS, ClassificationHead, ConvHead, DenseHead, LinearHead
 from mtlkit.models.multitask import MultiTaskModel
 from mtlkit.models.vit import (
@@ -16,7 +17,9 @@ from mtlkit.models.vit import (
 __all__ = [
     "BACKBONES",
     "HEADS",
+    "TRANSFORMS",
     "VIT_PRESETS",
+    "apply_transforms",
     "Block",
     "ClassificationHead",
     "ConvHead",
