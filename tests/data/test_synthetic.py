@@ -208,6 +208,9 @@ def test_task_subsets_and_errors(tmp_path):
     ds = build_dataset("synthetic-nyud", "test", tasks=["edge", "semseg"], cache_dir=tmp_path, **SMALL)
     assert ds.task_names == ("semseg", "edge") and set(ds[0]) == {"image", "semseg", "edge"}
     assert set(ds.task_params()) == {"semseg", "edge"}
+    opts = {**SMALL, "image_size": "32x32", "root": "/nowhere", "cache_dir": tmp_path}
+    same = build_dataset("synthetic-nyud", "test", tasks="edge,semseg", **opts)
+    assert same.task_names == ds.task_names and torch.equal(same[0]["edge"], ds[0]["edge"])
     with pytest.raises(MtlkitError, match="parts.*valid tasks: semseg, depth, normals, edge"):
         build_dataset("synthetic-nyud", "test", tasks=["semseg", "parts"], cache_dir=tmp_path, **SMALL)
     with pytest.raises(MtlkitError, match="no option 'colour'"):

@@ -79,6 +79,9 @@ def _canonical_tasks(preset: str, tasks: Iterable[str] | str | None) -> tuple[st
 
 def _check_size(image_size: Any) -> tuple[int, int]:
     try:
+        if isinstance(image_size, str):  # "64" or "48x64" (from a command line)
+            parts = [int(p) for p in image_size.lower().split("x")]
+            image_size = parts[0] if len(parts) == 1 else tuple(parts)
         h, w = image_hw(image_size)
     except (TypeError, ValueError):
         raise MtlkitError(f"image_size must be an int or (H, W), got {image_size!r}") from None

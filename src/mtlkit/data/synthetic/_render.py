@@ -196,15 +196,18 @@ def bounding_sphere(obj: SceneObject) -> tuple[np.ndarray, float]:
 
 
 def _intersect_sparse(
-    obj: SceneObject, o: np.ndarray, d: np.ndarray
+    obj: SceneObject, o: np.ndarray, d: np.ndarray, dd: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hits of the rays (o, d: (3,) or (M, 3)) that pass the bounding-sphere test: (indices, t, normals)."""
+    """Hits of the rays (o, d: (3,) or (M, 3)) that pass the bounding-sphere test: (indices, t, normals).
+
+    ``dd``: the squared norms of ``d`` when o is (3,) and d is (M, 3), if already known.
+    """
     if obj.kind not in _HIT:
         raise ValueError(f"unknown object kind {obj.kind!r}; valid: {', '.join(_HIT)}")
     centre, radius = bounding_sphere(obj)
     oc = o - centre
     if o.ndim == 1:
-        b, a, cc = d @ oc, _dot(d, d), oc @ oc
+        b, a, cc = d @ oc, (_dot(d, d) if dd is None else dd), oc @ oc
     elif d.ndim == 1:
         b, a, cc = oc @ d, d @ d, _dot(oc, oc)
     else:
@@ -217,6 +220,25 @@ def _intersect_sparse(
         return idx, np.zeros(0), np.zeros((0, 3))
     t, n = _HIT[obj.kind](obj, o_sub, d_sub)
     return idx, t, n
+
+
+def _shadowed(objects: list[SceneObject], p: np.ndarray, ldir: np.ndarray) -> np.ndarray:
+    """Whether the segment from each point p (M, 3) towards the directional light hits an object."""
+    e1 = np.cross(ldir, [0.0, 0.0, 1.0] if abs(ldir[2]) < 0.9 else [1.0, 0.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    frame = np.stack([e1, np.cross(ldir, e1), ldir], axis=1)
+    proj = p @ frame  # coordinates across (2) and along (1) the light direction: cheap culling
+    blocked = np.zeros(len(p), dtype=bool)
+    for obj in objects:
+        centre, radius = bounding_sphere(obj)
+        pc = centre @ frame
+        da, db = proj[:, 0] - pc[0], proj[:, 1] - pc[1]
+        cand = np.flatnonzero((da * da + db * db < (radius * 1.001) ** 2) & (proj[:, 2] < pc[2] + radius))
+        cand = cand[~blocked[cand]]
+        if len(cand):
+            t, _ = _HIT[obj.kind](obj, p[cand], np.broadcast_to(ldir, (len(cand), 3)))
+            blocked[cand[np.isfinite(t)]] = True
+    return blocked
 
 
 def intersect(obj: SceneObject, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -346,8 +368,9 @@ def render_scene(scene: Scene, size: int | tuple[int, int] = 64) -> dict[str, np
 
     t, n_world, surface = _hit_room(scene, o, d)
     inst = np.where(surface >= 0, 0, -1)
+    dd = _dot(d, d)
     for k, obj in enumerate(scene.objects):
-        idx, tk, nk = _intersect_sparse(obj, o, d)
+        idx, tk, nk = _intersect_sparse(obj, o, d, dd)
         closer = tk < t[idx]
         sel = idx[closer]
         t[sel], n_world[sel], inst[sel] = tk[closer], nk[closer], k + 1
@@ -395,11 +418,7 @@ def render_scene(scene: Scene, size: int | tuple[int, int] = 64) -> dict[str, np
     if light.shadows and scene.objects:
         idx = np.flatnonzero(valid & (lambert > 0))
         if len(idx):
-            so = hit[idx] + 1e-3 * n_world[idx]
-            blocked = np.zeros(len(idx), dtype=bool)
-            for obj in scene.objects:
-                sub, ts, _ = _intersect_sparse(obj, so, ldir)
-                blocked[sub[np.isfinite(ts)]] = True
+            blocked = _shadowed(scene.objects, hit[idx] + 1e-3 * n_world[idx], ldir)
             lambert[idx[blocked]] = 0.0
     shade = light.ambient + light.intensity * lambert
     rgb = albedo * shade[:, None] * np.asarray(light.color)

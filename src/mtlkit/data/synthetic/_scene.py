@@ -166,49 +166,49 @@ SCENE_CONFIG: dict[str, object] = {
 
 def _uniform(rng: np.random.Generator, key: str) -> float:
     lo, hi = SCENE_CONFIG[key]  # type: ignore[misc]
-    return float(rng.uniform(lo, hi))
+    return lo + (hi - lo) * float(rng.random())
 
 
-def _hsv(rng: np.random.Generator) -> tuple[float, float, float]:
-    h, s, v = rng.uniform(0, 1), rng.uniform(0.15, 0.9), rng.uniform(0.3, 0.95)
-    return tuple(float(c) for c in colorsys.hsv_to_rgb(h, s, v))  # type: ignore[return-value]
+def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
+    """Colour from uniform draws in [0, 1): any hue, saturation 0.15-0.9, value 0.3-0.95."""
+    return colorsys.hsv_to_rgb(h, 0.15 + 0.75 * s, 0.3 + 0.65 * v)
 
 
 def sample_material(rng: np.random.Generator) -> Material:
     """A random material, from the same distribution for every class (appearance never tells the label)."""
-    pattern = PATTERNS[int(rng.integers(len(PATTERNS)))]
-    color = _hsv(rng)
-    if rng.uniform() < 0.5:  # a shade of the same hue
-        color2 = tuple(float(c * rng.uniform(0.35, 0.75)) for c in color)
+    u = rng.random(9).tolist()
+    color = _hsv(u[0], u[1], u[2])
+    if u[3] < 0.5:  # a shade of the same hue
+        shade = 0.35 + 0.4 * u[4]
+        color2 = (color[0] * shade, color[1] * shade, color[2] * shade)
     else:
-        color2 = _hsv(rng)
-    d = rng.normal(size=3)
-    d /= np.linalg.norm(d) + 1e-12
+        color2 = _hsv(u[4], u[5], u[6])
+    dx, dy, dz = rng.normal(size=3).tolist()
+    norm = math.sqrt(dx * dx + dy * dy + dz * dz) + 1e-12
+    lo, hi = SCENE_CONFIG["texture_scale"]  # type: ignore[misc]
     return Material(
-        pattern=pattern,
+        pattern=PATTERNS[int(u[7] * len(PATTERNS))],
         color=color,
-        color2=color2,  # type: ignore[arg-type]
-        scale=_uniform(rng, "texture_scale"),
-        direction=tuple(float(c) for c in d),  # type: ignore[arg-type]
+        color2=color2,
+        scale=lo + (hi - lo) * u[8],
+        direction=(dx / norm, dy / norm, dz / norm),
         seed=int(rng.integers(2**31)),
     )
 
 
-def _sample_object(rng: np.random.Generator, kind: str, x: float, y: float) -> SceneObject:
-    mat = sample_material(rng)
+def _sample_shape(rng: np.random.Generator, kind: str, x: float, y: float) -> SceneObject:
+    """An object of random size and yaw (plain material) at (x, y)."""
     if kind == "sphere":
-        return SceneObject(kind, x, y, radius=_uniform(rng, "sphere_radius"), material=mat)
+        return SceneObject(kind, x, y, radius=_uniform(rng, "sphere_radius"))
     if kind == "box":
-        yaw = 0.0 if rng.uniform() < SCENE_CONFIG["axis_aligned_box_prob"] else float(rng.uniform(0, 90))
+        yaw = 0.0 if rng.random() < SCENE_CONFIG["axis_aligned_box_prob"] else 90.0 * float(rng.random())
         half = (_uniform(rng, "box_half"), _uniform(rng, "box_half"))
-        return SceneObject(
-            kind, x, y, half_size=half, height=_uniform(rng, "box_height"), yaw=yaw, material=mat
-        )
+        return SceneObject(kind, x, y, half_size=half, height=_uniform(rng, "box_height"), yaw=yaw)
     if kind == "cylinder":
         r = _uniform(rng, "cylinder_radius")
-        return SceneObject(kind, x, y, radius=r, height=_uniform(rng, "cylinder_height"), material=mat)
+        return SceneObject(kind, x, y, radius=r, height=_uniform(rng, "cylinder_height"))
     r = _uniform(rng, "cone_radius")
-    return SceneObject(kind, x, y, radius=r, height=r * _uniform(rng, "cone_height_ratio"), material=mat)
+    return SceneObject(kind, x, y, radius=r, height=r * _uniform(rng, "cone_height_ratio"))
 
 
 def sample_scene(rng: np.random.Generator) -> Scene:
@@ -241,14 +241,15 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         kind = OBJECT_KINDS[int(rng.integers(len(OBJECT_KINDS)))]
         for _attempt in range(30):
             dist = _uniform(rng, "object_distance")
-            ang = math.radians(camera.yaw + rng.uniform(-0.45, 0.45) * camera.hfov)
+            ang = math.radians(camera.yaw + (0.9 * float(rng.random()) - 0.45) * camera.hfov)
             x, y = cx + dist * math.cos(ang), cy + dist * math.sin(ang)
-            obj = _sample_object(rng, kind, x, y)
+            obj = _sample_shape(rng, kind, x, y)
             r = obj.footprint_radius()
             inside = abs(x) + r + gap < sx / 2 and abs(y) + r + gap < sy / 2
             clear_cam = math.hypot(x - cx, y - cy) > r + 0.5
             clear = all(math.hypot(x - o.x, y - o.y) > r + o.footprint_radius() + gap for o in objects)
             if inside and clear_cam and clear:
+                obj.material = sample_material(rng)
                 objects.append(obj)
                 break
     light = Light(
@@ -263,7 +264,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         camera=camera,
         objects=objects,
         light=light,
-        sky=_hsv(rng),
+        sky=_hsv(*rng.random(3).tolist()),
         exposure=_uniform(rng, "exposure"),
         sensor_noise=_uniform(rng, "sensor_noise"),
         seed=int(rng.integers(2**31)),
