@@ -105,6 +105,21 @@ def test_normals_unit_and_facing_the_camera():
         assert np.all(out["depth"][valid] > 0) and np.all(out["depth"][~valid] == 0)
 
 
+def test_stored_labels_match_the_renderer_and_normals_still_face_the_camera(tmp_path):
+    ds = build_dataset("synthetic-nyud", "train", cache_dir=tmp_path, **SMALL)
+    for i in range(len(ds)):
+        scene = ds.scene(i)
+        ref, lab = render_scene(scene, 32), ds.labels(i)
+        np.testing.assert_array_equal(ref["semseg"], lab["semseg"])
+        np.testing.assert_array_equal(ref["image"], lab["image"])
+        np.testing.assert_allclose(lab["depth"], ref["depth"], atol=5e-4)
+        valid = lab["semseg"] != 255
+        n = lab["normals"]
+        np.testing.assert_allclose(np.linalg.norm(n[valid], axis=-1), 1.0, atol=1e-5)
+        assert np.all(np.sum(n * ref["normals"], axis=-1)[valid] > np.cos(np.radians(2.0)))
+        assert np.all(np.sum(n * _cam_rays(scene.camera, 32, 32), axis=-1)[valid] < 0)
+
+
 def test_saliency_and_parts_follow_semseg_and_normals():
     for scene in _random_scenes():
         out = render_scene(scene, 32)

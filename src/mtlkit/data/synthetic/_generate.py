@@ -24,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from mtlkit.data.synthetic._render import EDGE_DEPTH_JUMP, PART_Z_THRESHOLD, render_scene
-from mtlkit.data.synthetic._scene import CLASS_NAMES, SCENE_CONFIG, sample_scene
+from mtlkit.data.synthetic import _render, _scene
+from mtlkit.data.synthetic._render import EDGE_DEPTH_JUMP, PART_Z_THRESHOLD, camera_rays, render_scene
+from mtlkit.data.synthetic._scene import CLASS_NAMES, SCENE_CONFIG, Camera, sample_scene
 
-#: bump when the renderer or the sampler changes what an image looks like (invalidates every cache)
+#: bump when the renderer or the sampler changes what an image looks like (invalidates every cache); the
+#: cache key also hashes the sampler and renderer source, so a forgotten bump cannot serve stale data
 GENERATOR_VERSION = 1
 SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 ARRAY_KEYS = ("image", "semseg", "parts", "edge", "depth", "normals")
@@ -45,10 +47,22 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLIT_CODE[split], index])
 
 
+def _source_digest() -> str:
+    """Hash of the sampler and renderer source ("" when the source files cannot be read)."""
+    h = hashlib.sha256()
+    try:
+        for module in (_scene, _render):
+            h.update(Path(module.__file__ or "").read_bytes())
+    except OSError:
+        return ""
+    return h.hexdigest()[:16]
+
+
 def generation_config(split: str, count: int, size: tuple[int, int], seed: int) -> dict[str, Any]:
     """Everything that determines the stored arrays of a split (hashed into the cache key); no preset."""
     return {
         "generator_version": GENERATOR_VERSION,
+        "source": _source_digest(),
         "scene": {k: list(v) if isinstance(v, tuple) else v for k, v in SCENE_CONFIG.items()},
         "classes": list(CLASS_NAMES),
         "edge_depth_jump": EDGE_DEPTH_JUMP,
@@ -68,7 +82,26 @@ def cache_path(cache_dir: str | os.PathLike[str] | None, config: dict[str, Any])
     return root / "synthetic" / name
 
 
-def _compact(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _quantise_normals(normals: np.ndarray, camera: Camera) -> np.ndarray:
+    """round(127 n) as int8, keeping every normal facing the camera after rounding.
+
+    Rounding moves n . ray by at most 0.007 (unit ray); at grazing pixels where that flips the sign, the
+    normal is first tilted towards the camera by 0.02 (about 1 degree).
+    """
+    h, w = normals.shape[:2]
+    _, dirs, basis = camera_rays(camera, h, w)
+    rays = (dirs @ basis).reshape(h, w, 3)
+    rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+    q = np.rint(normals * 127.0)
+    valid = np.any(normals != 0, axis=-1)
+    bad = valid & (np.sum(q * rays, axis=-1) >= 0)
+    if bad.any():
+        tilted = normals[bad] - 0.02 * rays[bad]
+        q[bad] = np.rint(tilted / np.linalg.norm(tilted, axis=-1, keepdims=True) * 127.0)
+    return q.astype(np.int8)
+
+
+def _compact(out: dict[str, np.ndarray], camera: Camera) -> dict[str, np.ndarray]:
     depth = np.where(out["depth"] > 0, np.clip(np.rint(out["depth"] * 1000.0), 1, 65535), 0)
     return {
         "image": out["image"],
@@ -76,7 +109,7 @@ def _compact(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "parts": out["parts"],
         "edge": out["edge"],
         "depth": depth.astype(np.uint16),
-        "normals": np.rint(out["normals"] * 127.0).astype(np.int8),
+        "normals": _quantise_normals(out["normals"], camera),
     }
 
 
@@ -84,7 +117,10 @@ def render_range(
     seed: int, split: str, start: int, stop: int, size: tuple[int, int]
 ) -> dict[str, np.ndarray]:
     """Render images ``start..stop-1`` of a split into stacked compact arrays."""
-    outs = [_compact(render_scene(sample_scene(image_rng(seed, split, i)), size)) for i in range(start, stop)]
+    outs = []
+    for i in range(start, stop):
+        scene = sample_scene(image_rng(seed, split, i))
+        outs.append(_compact(render_scene(scene, size), scene.camera))
     return {k: np.stack([o[k] for o in outs]) for k in ARRAY_KEYS}
 
 
