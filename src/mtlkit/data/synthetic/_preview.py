@@ -50,10 +50,7 @@ def preview(
     tab20 colours (ignored pixels black), depth viridis (invalid blank), normals as RGB (n + 1) / 2,
     edges and saliency grey (ignored pixels mid-grey). Returns the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: renders with Agg, leaves the global backend alone
 
     from mtlkit.data._registry import build_dataset
 
@@ -63,7 +60,8 @@ def preview(
     n = min(n, len(ds))
     tasks = list(ds.task_names)
     cols = 1 + len(tasks)
-    fig, axes = plt.subplots(n, cols, figsize=(1.8 * cols, 1.8 * n), squeeze=False)
+    fig = Figure(figsize=(1.8 * cols, 1.8 * n))
+    axes = fig.subplots(n, cols, squeeze=False)
     for r in range(n):
         sample = ds[r]
         axes[r, 0].imshow(denormalize_image(sample["image"]).permute(1, 2, 0).numpy())
@@ -81,5 +79,4 @@ def preview(
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
