@@ -6,7 +6,8 @@ a fixed random batch (default 8 images of 64x64). Every preset uses patch 8 at 6
 that all presets see the same 64 tokens. ``large`` runs only with ``--all``.
 
 If the ``synthetic-nyud`` dataset is registered: images/s of rendering a fresh train split (into a temporary
-cache folder, so nothing is reused) and samples/s of reading items from the rendered split.
+cache folder, so nothing is reused) in one process and with the generator's default worker processes, and
+samples/s of reading items from the rendered split.
 
     python benchmarks/throughput.py [--threads 2] [--all] [--out benchmarks/results/throughput.json]
 """
@@ -100,28 +101,41 @@ def time_preset(
     }
 
 
-def time_generation(size: int, count: int) -> dict[str, Any] | None:
-    """Images/s of rendering ``count`` fresh synthetic-nyud images, and samples/s of reading them back."""
+def time_generation(size: int, count: int, workers: int | None) -> dict[str, Any] | None:
+    """Images/s of rendering ``count`` fresh synthetic-nyud images, and samples/s of reading them back.
+
+    ``workers``: rendering processes (``MTLKIT_WORKERS``); None = the generator's own choice (serial below
+    its parallel threshold, else up to one process per core).
+    """
     if "synthetic-nyud" not in DATASETS:
         return None
     wanted = {"image_size": size, "num_train": count, "num_val": 1, "num_test": 1}
     accepted = inspect.signature(DATASETS.get("synthetic-nyud")).parameters
-    with tempfile.TemporaryDirectory(prefix="mtlkit-bench-") as cache:
-        options = {k: v for k, v in {**wanted, "cache_dir": cache}.items() if k in accepted}
-        t0 = time.perf_counter()
-        ds = build_dataset("synthetic-nyud", "train", **options)
-        render_s = time.perf_counter() - t0
-        n = len(ds)
-        t0 = time.perf_counter()
-        for i in range(n):
-            ds[i]
-        read_s = time.perf_counter() - t0
+    saved = os.environ.get("MTLKIT_WORKERS")
+    if workers is not None:
+        os.environ["MTLKIT_WORKERS"] = str(workers)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mtlkit-bench-") as cache:
+            options = {k: v for k, v in {**wanted, "cache_dir": cache}.items() if k in accepted}
+            t0 = time.perf_counter()
+            ds = build_dataset("synthetic-nyud", "train", **options)
+            render_s = time.perf_counter() - t0
+            n = len(ds)
+            t0 = time.perf_counter()
+            for i in range(n):
+                ds[i]
+            read_s = time.perf_counter() - t0
+    finally:
+        if saved is None:
+            os.environ.pop("MTLKIT_WORKERS", None)
+        else:
+            os.environ["MTLKIT_WORKERS"] = saved
     return {
         "dataset": "synthetic-nyud",
         "image_size": size,
         "images": n,
+        "workers": "auto" if workers is None else workers,
         "options": {k: v for k, v in options.items() if k != "cache_dir"},
-        "workers_env": os.environ.get("MTLKIT_WORKERS"),
         "render_s": render_s,
         "images_per_s": n / render_s,
         "read_samples_per_s": n / read_s,
@@ -138,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=5, help="timed iterations per preset (at most)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--budget", type=float, default=10.0, help="seconds of timed iterations per preset (at most)")
-    ap.add_argument("--gen-images", type=int, default=64, help="synthetic images to render (0 = skip)")
+    ap.add_argument("--gen-images", type=int, default=128, help="images to render in one process (0 = skip)")
+    ap.add_argument(
+        "--gen-images-parallel", type=int, default=512, help="images to render with the default workers (0 = skip)"
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput.json"))
@@ -158,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         rows.append(row)
         print(f"  {preset}: {row['s_per_iter']:.3f} s/iter", file=sys.stderr, flush=True)
-    generation = time_generation(args.image_size, args.gen_images) if args.gen_images > 0 else None
+    generation = [
+        g
+        for n, workers in ((args.gen_images, 1), (args.gen_images_parallel, None))
+        if n > 0 and (g := time_generation(args.image_size, n, workers)) is not None
+    ]
 
     result = {
         "benchmark": "throughput",
@@ -194,13 +215,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['preset']:<8} {r['embed_dim']:>5} {r['depth']:>5} {r['num_heads']:>5} {r['params_m']:>9.2f} "
             f"{r['iters']:>5} {r['s_per_iter']:>8.3f} {r['images_per_s']:>7.1f}"
         )
-    if generation is None:
-        print("synthetic generation: skipped (synthetic-nyud is not registered)" if args.gen_images else "")
-    else:
-        g = generation
+    if not generation:
+        print("synthetic generation: skipped" + ("" if "synthetic-nyud" in DATASETS else " (not registered)"))
+    for g in generation:
         print(
-            f"synthetic-nyud {g['image_size']}x{g['image_size']}: rendered {g['images']} images in "
-            f"{g['render_s']:.2f} s = {g['images_per_s']:.1f} images/s; read {g['read_samples_per_s']:.0f} samples/s"
+            f"synthetic-nyud {g['image_size']}x{g['image_size']}, workers {g['workers']}: rendered {g['images']} "
+            f"images in {g['render_s']:.2f} s = {g['images_per_s']:.1f} images/s; "
+            f"read back {g['read_samples_per_s']:.0f} samples/s"
         )
     print(f"wrote {args.out}")
     return 0
