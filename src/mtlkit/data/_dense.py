@@ -46,6 +46,9 @@ class DenseDataset(MultiTaskDataset):
         colour_jitter: bool = True,
         flip: bool = True,
         cat_max_ratio: float = 0.75,
+        edge_protocol: str = "bsds",
+        edge_thresholds: int | None = None,
+        edge_workers: int = 0,
     ) -> None:
         check_split(split)
         self.split = split
@@ -57,6 +60,19 @@ class DenseDataset(MultiTaskDataset):
         self.aug_options: dict[str, Any] = dict(
             scale_range=tuple(scale_range), cat_max_ratio=cat_max_ratio, flip=flip, colour=colour_jitter
         )
+        self.edge_options: dict[str, Any] = {"protocol": edge_protocol}
+        if edge_thresholds is not None:
+            self.edge_options["num_thresholds"] = int(edge_thresholds)
+        if edge_workers:
+            self.edge_options["workers"] = int(edge_workers)
+
+    def edge_params(self, max_dist: float) -> dict[str, Any]:
+        """Parameters of the ``edge`` task: the dataset's maxDist and the chosen evaluation protocol.
+
+        Options ``edge_protocol`` (``bsds`` | ``tolerance``), ``edge_thresholds`` (default: seism's 99) and
+        ``edge_workers`` (processes for the BSDS matching) trade exactness for evaluation time.
+        """
+        return {"max_dist": max_dist, **self.edge_options}
 
     def __len__(self) -> int:
         return len(self.ids)

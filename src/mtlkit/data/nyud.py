@@ -87,7 +87,7 @@ class NYUDv2(DenseDataset):
         self.exts = VARIANTS[variant]
 
     def task_params(self) -> dict[str, dict[str, Any]]:
-        return {"semseg": {"num_classes": NUM_CLASSES}, "edge": {"max_dist": 0.011, "protocol": "bsds"}}
+        return {"semseg": {"num_classes": NUM_CLASSES}, "edge": self.edge_params(0.011)}
 
     def path(self, folder: str, index: int, ext: str) -> Path:
         return self.root / folder / f"{self.ids[index]}{ext}"

@@ -186,7 +186,7 @@ class PascalContext(DenseDataset):
         return {
             "semseg": {"num_classes": NUM_CLASSES},
             "parts": {"num_classes": self.num_human_parts + 1},
-            "edge": {"max_dist": 0.0075, "protocol": "bsds"},
+            "edge": self.edge_params(0.0075),
         }
 
     def load(self, index: int) -> Sample:
