@@ -193,3 +193,16 @@ def test_data_check_reports_deleted_and_corrupted_files(tree) -> None:
     assert {f"edge/{f}.png" for f in FRAMES} <= set(by_path)
     report = format_problems("nyud", root, problems)
     assert f"depth/{FRAMES[0]}.npy: missing file" in report and report.endswith("for the expected layout")
+
+
+def test_cli_data_check(tree, capsys) -> None:
+    from mtlkit.cli import main
+
+    root, _ = tree
+    assert main(["data", "check", "--dataset", "nyud", "--data-root", str(root)]) == 0
+    assert "no problems found" in capsys.readouterr().out
+    (root / "edge" / f"{FRAMES[1]}.png").unlink()
+    assert main(["data", "check", "--dataset", "nyud", "--data-root", str(root), "--max-files", "1"]) == 1
+    out = capsys.readouterr().out
+    assert f"edge/{FRAMES[1]}.png: missing file" in out and "1 problem(s)" in out
+    assert main(["data", "check", "--dataset", "nope", "--data-root", str(root)]) == 2

@@ -14,6 +14,7 @@ from PIL import Image
 from mtlkit.data import build_dataset, check_dataset
 from mtlkit.data.pascal_context import NORMALS_VALID_CLASSES, edges_from_labels, normals_valid_classes
 from mtlkit.errors import MtlkitError
+from mtlkit.metrics._edge_bsds import seg2bmap
 
 VOC = ("2007_004189", "2008_002536")
 PERSON = ("2008_002176", "2009_001521")
@@ -102,7 +103,10 @@ def test_eval_samples_match_the_annotations(tree) -> None:
         assert np.allclose(s["normals"][:, crop[0], crop[1]].permute(1, 2, 0).numpy(), expected, atol=1e-6)
         assert keep.any() and not keep.all()  # person (284) keeps its normals, background (0) does not
         edge = s["edge"][0][crop].numpy()
-        assert np.array_equal(edge, edges_from_labels(w["labels"]))
+        assert np.array_equal(edge, seg2bmap(w["labels"]))  # what seism scores against
+        train_gt = build_dataset("pascal-context", "val", root=root, image_size=512, tasks=["edge"],
+                                 edge_eval_gt="train")[idx]["edge"][0][crop].numpy()
+        assert np.array_equal(train_gt, edges_from_labels(w["labels"]))
         assert s["image"].shape == (3, 512, 512) and (s["edge"][0][:top] == 255).all()
 
 
@@ -168,3 +172,13 @@ def test_data_check_reports_deleted_and_corrupted_files(tree) -> None:
     assert len(problems) == 3
     with pytest.raises(MtlkitError, match="unknown|LabelMap"):
         build_dataset("pascal-context", "train", root=root, tasks=["edge"])[0]
+
+
+def test_seg2bmap_marks_east_south_southeast_changes() -> None:
+    seg = np.array([[1, 1, 2],
+                    [1, 1, 2],
+                    [3, 3, 3]])
+    expected = np.array([[0, 1, 0],
+                         [1, 1, 1],
+                         [0, 0, 0]], bool)
+    assert np.array_equal(seg2bmap(seg), expected)

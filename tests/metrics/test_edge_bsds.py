@@ -163,12 +163,17 @@ def test_meter_best_threshold_on_constructed_maps() -> None:
     meter.update(logits(prob), torch.from_numpy(gt.astype(np.float32))[None, None])
     out = meter.compute()
     assert out["odsF"] == pytest.approx(100.0)
-    assert 0.3 < out["threshold"] <= 0.9
+    assert 0.295 < out["threshold"] < 0.895
     c = meter.state()[0].numpy()
     t = meter.thresholds
-    low = t <= 0.3
+    # seism reads floor(255 p) / 255 > t: the 0.3 line is 76/255 = 0.298, the 0.9 line 229/255 = 0.898
+    low = t < 0.295
     assert np.all(c[low, 1] == 2 * gt.sum()) and np.all(c[low, 0] == gt.sum())  # P = 0.5, R = 1
-    assert np.all(c[t > 0.9, 1] == 0)
+    assert np.all(c[(t > 0.3) & (t < 0.895), 1] == gt.sum()) and np.all(c[t >= 0.9, 1] == 0)
+    plain = BSDSEdgeMeter(max_dist=0.0075, quantize=False)  # prob >= t
+    plain.update(logits(prob), torch.from_numpy(gt.astype(np.float32))[None, None])
+    c = plain.state()[0].numpy()
+    assert np.all(c[t < 0.295, 1] == 2 * gt.sum()) and np.all(c[(t > 0.305) & (t < 0.895), 1] == gt.sum())
 
 
 def test_meter_pools_counts_over_the_split() -> None:
@@ -206,3 +211,12 @@ def test_meter_worker_processes_give_the_same_counts() -> None:
         m.update(logits(prob), target)
         m.update(logits(prob * 0.5), target)
     assert torch.equal(pooled.state()[0], inline.state()[0])
+
+
+def test_quantized_thresholding_follows_seism() -> None:
+    gt = np.zeros((20, 30), bool)
+    gt[10, 3:-3] = True
+    prob = np.where(gt, 0.5, 0.0)  # seism reads floor(127.5) / 255 = 0.498: not above 0.5; 0.5 >= 0.5 is
+    t = np.array([0.49, 0.5])
+    assert bsds_counts(prob, gt, t)[:, 1].tolist() == [gt.sum(), 0]
+    assert bsds_counts(prob, gt, t, quantize=False)[:, 1].tolist() == [gt.sum(), gt.sum()]

@@ -16,7 +16,9 @@ Read as the reference ``data/pascal_context.py``:
   ``tvmonitor``); elsewhere zero (invalid).
 - ``saliency``: ``sal_distill/<id>.png / 255 > 0.5``.
 - ``edge``: from the ``LabelMap``: ``thin(|Laplacian(LabelMap)| > 0)`` with OpenCV's 3x3 Laplacian
-  (``[[0,1,0],[1,-4,1],[0,1,0]]``, reflect-101 border) and MATLAB/skimage thinning.
+  (``[[0,1,0],[1,-4,1],[0,1,0]]``, reflect-101 border) and MATLAB/skimage thinning, as the loaders train on.
+  Evaluation splits instead return what seism scores against, ``seg2bmap(LabelMap)`` (BSDS's boundary map of
+  the label map), so the BSDS odsF is the reference one; ``edge_eval_gt="train"`` keeps the training edges.
 - splits: ``ImageSets/Context/{train,val}.txt``; ``test`` reads ``val.txt`` (the papers report on val).
 
 The valid normal classes are computed from the reference's ``nyu_classes.json`` / ``context_classes.json``;
@@ -41,6 +43,7 @@ from mtlkit.data._io import layout_error, read_image, read_lines, read_mat, read
 from mtlkit.data._registry import DATASETS
 from mtlkit.data.transforms import Sample, resize
 from mtlkit.errors import MtlkitError
+from mtlkit.metrics._edge_bsds import seg2bmap
 from mtlkit.metrics._thin import thin
 
 PASCAL_TASKS = ("semseg", "parts", "saliency", "normals", "edge")
@@ -177,8 +180,11 @@ class PascalContext(DenseDataset):
 
     def __init__(self, split: str, root: Path, ids: list[str], tasks: tuple[str, ...],
                  image_size: int | Sequence[int], num_human_parts: int = 6, db_info: str | Path | None = None,
-                 **options: Any) -> None:
+                 edge_eval_gt: str = "seism", **options: Any) -> None:
         super().__init__(split, root, ids, tasks, image_size, **options)
+        if edge_eval_gt not in ("seism", "train"):
+            raise MtlkitError(f"edge_eval_gt must be 'seism' or 'train', got {edge_eval_gt!r}")
+        self.seism_edges = edge_eval_gt == "seism" and not self.augment
         self.num_human_parts = num_human_parts
         self.valid_normal_classes = np.array(sorted(normals_valid_classes(db_info)))
 
@@ -213,7 +219,8 @@ class PascalContext(DenseDataset):
                 keep = resize(keep[..., None].astype(np.float32), raw.shape[:2], "nearest")[..., 0] > 0.5
             sample["normals"] = raw * keep[..., None]
         if "edge" in self.task_names:
-            sample["edge"] = edges_from_labels(labels)[..., None]
+            edge = seg2bmap(labels).astype(np.float32) if self.seism_edges else edges_from_labels(labels)
+            sample["edge"] = edge[..., None]
         return {k: v if v.shape[:2] == hw else resize(v, hw, "nearest") for k, v in sample.items()}
 
 
@@ -239,6 +246,7 @@ def build_pascal_context(
     augment: bool | None = None,
     num_human_parts: int = 6,
     db_info: str | Path | None = None,
+    edge_eval_gt: str = "seism",
     **options: Any,
 ) -> PascalContext:
     """PASCAL-Context split ``split`` from ``root`` (see module docstring)."""
@@ -255,7 +263,7 @@ def build_pascal_context(
     if not ids:
         raise layout_error("pascal-context", listing, "no images in the split", LAYOUT)
     return PascalContext(split, base, ids, chosen, image_size, num_human_parts=num_human_parts, db_info=db_info,
-                         augment=augment, **options)
+                         edge_eval_gt=edge_eval_gt, augment=augment, **options)
 
 
 # ----------------------------------------------------------------------------------------- check

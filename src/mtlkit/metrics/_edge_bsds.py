@@ -1,8 +1,11 @@
 """Edge odsF by the BSDS protocol, as the seism evaluation that ATRC / InvPT / MTI-Net run on NYUD and PASCAL.
 
-For every threshold ``t`` (seism's 0.01, 0.02, ..., 0.99 by default) and every image:
+For every threshold ``t`` (0.01, 0.02, ..., 0.99, the parameter file MTI-Net writes for seism) and every image:
 
-1. ``bmap = thin(prob >= t)``: MATLAB ``bwmorph(.., 'thin', Inf)`` (:func:`mtlkit.metrics._thin.thin`).
+1. ``bmap = thin(q > t)``: the reference scripts save ``sigmoid(logit) * 255`` as an 8-bit PNG (truncated) and
+   seism's ``read_one_cont_png`` thresholds ``q = im2double(png)`` strictly, then thins with MATLAB
+   ``bwmorph(.., 'thin', Inf)`` (:func:`mtlkit.metrics._thin.thin`). ``quantize=False`` thresholds the
+   probability itself (``prob >= t``, as BSDS's ``edgesEvalImg`` on probability maps).
 2. One-to-one correspondence between ``bmap`` pixels and ground-truth edge pixels, a pair being allowed when
    its Euclidean distance is at most ``max_dist`` x the image diagonal (0.011 NYUD, 0.0075 PASCAL).
 3. Counts: matched predictions / predictions (precision), matched ground truth / ground truth (recall).
@@ -21,9 +24,11 @@ rounds distances to integers, which leaves its assignment slightly short of maxi
 edge maps the C++ code matched 0-6 pixels fewer than the maximum out of ~10,000. ``backend="pyedgeeval"``
 runs that C++ code through the optional ``pyEdgeEval`` package (``pip install mtlkit[edges]``).
 
-Other details: images are evaluated on the part of the target that is not 255 (the padding the loaders add
-around evaluation images), so the diagonal is the original image's; predictions are used as probabilities
-(sigmoid of the logits) without the 8-bit PNG round trip of the reference scripts.
+Ground truth: the meter scores against the ``edge`` target the loader gives for the split. For PASCAL-Context
+seism uses ``seg2bmap(LabelMap)`` (its ``db_gt`` + ``edgesEvalImg``), which the PASCAL loader returns for its
+evaluation splits; for NYUD the ``edge/`` maps of the dataset. Images are evaluated on the part of the target
+that is not 255 (the padding the loaders add around evaluation images), so the diagonal is the original
+image's, as in the reference, which crops the padding before saving its predictions.
 """
 
 from __future__ import annotations
@@ -40,6 +45,23 @@ from mtlkit.metrics._base import Meter
 from mtlkit.metrics._thin import thin
 
 SEISM_THRESHOLDS = np.round(np.arange(1, 100) / 100.0, 2)
+
+
+def seg2bmap(seg: np.ndarray) -> np.ndarray:
+    """BSDS ``seg2bmap`` at the segmentation's own size: pixels whose label differs from the east, south or
+    south-east neighbour (last row: east only; last column: south only; the corner pixel never)."""
+    seg = np.asarray(seg)
+    e = np.zeros_like(seg)
+    s = np.zeros_like(seg)
+    se = np.zeros_like(seg)
+    e[:, :-1] = seg[:, 1:]
+    s[:-1, :] = seg[1:, :]
+    se[:-1, :-1] = seg[1:, 1:]
+    b = (seg != e) | (seg != s) | (seg != se)
+    b[-1, :] = seg[-1, :] != e[-1, :]
+    b[:, -1] = seg[:, -1] != s[:, -1]
+    b[-1, -1] = False
+    return b
 
 
 def _disk_offsets(radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -123,19 +145,22 @@ def bsds_counts(
     max_dist: float = 0.0075,
     apply_thin: bool = True,
     backend: str = "scipy",
+    quantize: bool = True,
 ) -> np.ndarray:
     """Per threshold: (matched predictions, predictions, matched ground truth, ground-truth pixels), (T, 4).
 
     ``prob``: (H, W) edge probability; ``gt``: (H, W) bool edge map, one annotation (NYUD, PASCAL).
-    With a single annotation the matched counts on both sides are the matching's size.
+    With a single annotation the matched counts on both sides are the matching's size. ``quantize``: threshold
+    ``floor(255 * prob) / 255 > t`` as seism reads the saved 8-bit predictions (else ``prob >= t``).
     """
     count = _correspond_count_pyedgeeval if backend == "pyedgeeval" else correspond_count
     gt = np.asarray(gt, dtype=bool)
     n_gt = int(gt.sum())
     out = np.zeros((len(thresholds), 4), dtype=np.float64)
     previous: tuple[np.ndarray, int] | None = None
+    q = np.floor(255.0 * np.asarray(prob, dtype=np.float64)) / 255.0 if quantize else None
     for i, t in enumerate(thresholds):
-        bmap = prob >= t
+        bmap = q > t if quantize else prob >= t
         if apply_thin:
             bmap = thin(bmap)
         if previous is not None and np.array_equal(previous[0], bmap):
@@ -168,6 +193,7 @@ class BSDSEdgeMeter(Meter):
         ignore_index: int = 255,
         backend: str = "scipy",
         workers: int = 0,
+        quantize: bool = True,
     ) -> None:
         if backend not in ("scipy", "pyedgeeval"):
             raise MtlkitError(f"BSDSEdgeMeter backend must be 'scipy' or 'pyedgeeval', got {backend!r}")
@@ -180,6 +206,7 @@ class BSDSEdgeMeter(Meter):
         self.ignore_index = ignore_index
         self.backend = backend
         self.workers = int(workers)
+        self.quantize = bool(quantize)
         self._pool: ProcessPoolExecutor | None = None
         self._pending: list[Future] = []
         super().__init__()
@@ -201,7 +228,7 @@ class BSDSEdgeMeter(Meter):
                 continue
             p, g = p[box], g[box]
             gt = g == 1
-            args = (p, gt, self.thresholds, self.max_dist, True, self.backend)
+            args = (p, gt, self.thresholds, self.max_dist, True, self.backend, self.quantize)
             if self.workers > 0:
                 if self._pool is None:
                     import multiprocessing as mp
