@@ -50,7 +50,7 @@ def pil_resize_crop(path: Path, size: int = 256, crop: int = 224) -> np.ndarray:
 
 def test_eval_targets_follow_the_reference_normalisation(taskonomy_root: Path, shared_data: Path) -> None:
     ds = build_dataset("taskonomy", "val", root=taskonomy_root)
-    assert len(ds) == 1 and ds.task_names == TASKONOMY_TASKS
+    assert len(ds) == 1 and ds.task_names == TASKONOMY_TASKS and (ds.resize, ds.crop) == (256, 224)
     s = ds[0]
     assert s["image"].shape == (3, 224, 224)
     shapes = {t: s[t].shape[0] for t in TASKONOMY_TASKS}
@@ -89,7 +89,7 @@ def test_eval_targets_follow_the_reference_normalisation(taskonomy_root: Path, s
 def test_training_crops_and_flips_keep_labels_aligned(taskonomy_root: Path) -> None:
     ds = build_dataset("taskonomy", "train", root=taskonomy_root, tasks=["normal", "depth_zbuffer"])
     ref = build_dataset("taskonomy", "train", root=taskonomy_root, tasks=["normal", "depth_zbuffer"],
-                        image_size=256, augment=False)[0]
+                        image_size=256, resize=256, augment=False)[0]
     flips = set()
     for seed in range(6):
         torch.manual_seed(seed)

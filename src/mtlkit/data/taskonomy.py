@@ -3,8 +3,8 @@
 **Taskonomy** follows the loader of Chen et al. (2023, Mod-Squad, ``util/dataset_taskonomy.py``), which the
 selective-update paper uses ("we use the dataloader from the open-access code provided by Chen et al."):
 buildings from the split CSV (tiny / medium / full / fullplus), every image resized to ``resize`` (256) and
-cropped to ``image_size`` (224; random in training, centred otherwise), random horizontal flips in training,
-then per task (``v`` = the stored 8- or 16-bit value):
+cropped to ``image_size`` (224; random in training, centred otherwise; other sizes keep the 256 / 224
+ratio), random horizontal flips in training, then per task (``v`` = the stored 8- or 16-bit value):
 
 =====================  =========================================================================
 depth_euclidean,       ``log(1 + v) / log(2^16)``; ``v = 65535`` (no surface) -> 0 = invalid, masked
@@ -171,13 +171,15 @@ def build_taskonomy(
     image_size: int = 224,
     augment: bool | None = None,
     split_size: str | None = None,
-    resize: int = 256,
+    resize: int | None = None,
     merge_train_val: bool = False,
     strict: bool = False,
     **options: Any,
 ) -> Taskonomy:
     """Taskonomy split ``split`` (see module docstring). ``split_size``: which ``train_val_test_<size>.csv``
-    (default: the only one present); ``strict``: fail instead of dropping views with a missing task file."""
+    (default: the only one present); ``resize``: the side images are resized to before cropping
+    ``image_size`` (default ``round(image_size * 256 / 224)``, Chen et al.'s 256 for 224); ``strict``: fail
+    instead of dropping views with a missing task file."""
     check_split(split)
     check_options("taskonomy", options, ("split_size", "resize", "merge_train_val", "strict"))
     chosen = select_tasks("taskonomy", TASKONOMY_TASKS, tasks)
@@ -190,6 +192,7 @@ def build_taskonomy(
     csv = find_split_csv(base, "taskonomy", split_size, TASKONOMY_LAYOUT)
     buildings = _buildings(csv, split, merge_train_val)
     items = index_views(base, "taskonomy", buildings, list(chosen), strict, TASKONOMY_LAYOUT)
+    resize = round(image_size * 256 / 224) if resize is None else int(resize)
     return Taskonomy(split, base, "taskonomy", items, chosen, image_size, resize,
                      split == "train" if augment is None else bool(augment))
 
