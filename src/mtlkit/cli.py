@@ -1,0 +1,324 @@
+"""The ``mtlkit`` command line: train | eval | bench | analyze | data | methods.
+
+User errors (unknown names, bad values, missing files) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtlkit.errors import MtlkitError
+
+
+def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
+    """``["c=0.4", "mode=last"]`` -> ``{"c": 0.4, "mode": "last"}`` (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        for part in item.split(","):
+            if "=" not in part:
+                raise MtlkitError(f"{what} {part!r} must look like key=value")
+            k, v = part.split("=", 1)
+            out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def _tasks(value: str | None) -> list[str] | None:
+    return None if value is None else [t for t in value.replace(",", " ").split() if t]
+
+
+# ----------------------------------------------------------------------------- train
+TRAIN_FLAGS = {  # flag -> (config key, type, help)
+    "--dataset": ("dataset", str, "dataset name (see `mtlkit data list`)"),
+    "--data-root": ("data_root", str, "root folder of a real dataset"),
+    "--tasks": ("tasks", _tasks, "subset of the dataset's tasks, e.g. semseg,depth"),
+    "--image-size": ("image_size", int, "input size (square)"),
+    "--model": ("model", str, "backbone preset: micro, tiny, small, base, large"),
+    "--head": ("head", str, "head kind: linear or conv"),
+    "--patch-size": ("patch_size", int, "override the preset's patch size"),
+    "--pretrained": ("pretrained", str, "timm ViT checkpoint file (.safetensors / .pth) on disk"),
+    "--method": ("method", str, "balancing method (see `mtlkit methods`)"),
+    "--strategy": ("strategy", str, "update strategy: joint or selective"),
+    "--iters": ("iters", int, "training iterations"),
+    "--batch-size": ("batch_size", int, "batch size per process"),
+    "--lr": ("lr", float, "learning rate"),
+    "--lr-ts": ("lr_ts", float, "LR multiplier of task-specific parameters"),
+    "--weight-decay": ("weight_decay", float, "weight decay"),
+    "--optimizer": ("optimizer", str, "adam, adamw or sgd"),
+    "--eval-every": ("eval_every", int, "validate every N iterations (0: at the end only)"),
+    "--grad-stats-every": ("grad_stats_every", int, "record gradient statistics every N steps (0: off)"),
+    "--seed": ("seed", int, "random seed"),
+    "--out": ("out", str, "run directory"),
+    "--device": ("device", str, "auto, cpu, cuda, cuda:1, ..."),
+    "--num-workers": ("num_workers", int, "data loader workers"),
+    "--baseline": ("baseline", str, "explicit single-task baselines.json for Δm"),
+}
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with TrainConfig keys (flags given here win)")
+    for flag, (_, typ, help_) in TRAIN_FLAGS.items():
+        p.add_argument(flag, type=str if typ is _tasks else typ, default=None, help=help_)
+    p.add_argument("--method-opt", action="append", metavar="KEY=VALUE", help="method hyper-parameter (repeatable)")
+    p.add_argument("--strategy-opt", action="append", metavar="KEY=VALUE", help="strategy option (repeatable)")
+    p.add_argument("--dataset-opt", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
+    p.add_argument("--weights", metavar="TASK=W,...", help="fixed loss weights (implies --method fixed)")
+    p.add_argument("--single-task", action="store_true", default=None, help="train one model per task (baselines)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from mtlkit.engine import TrainConfig
+
+    values: dict[str, Any] = {}
+    for flag, (key, typ, _) in TRAIN_FLAGS.items():
+        v = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if v is not None:
+            values[key] = typ(v) if typ is _tasks else v
+    if args.method_opt:
+        values["method_options"] = parse_kv(args.method_opt, "--method-opt")
+    if args.strategy_opt:
+        values["strategy_options"] = parse_kv(args.strategy_opt, "--strategy-opt")
+    if args.dataset_opt:
+        values["dataset_options"] = parse_kv(args.dataset_opt, "--dataset-opt")
+    if args.weights:
+        values["weights"] = {k: float(v) for k, v in parse_kv([args.weights], "--weights").items()}
+        values.setdefault("method", "fixed")
+    if args.single_task:
+        values["single_task"] = True
+    if getattr(args, "no_progress", False):
+        values["progress"] = False
+    for extra in ("dtme", "recon"):
+        if getattr(args, extra, None) is not None:
+            values[extra] = args_extra(args, extra)
+    if args.config:
+        return TrainConfig.from_yaml(args.config, values)
+    return TrainConfig.from_dict(values)
+
+
+def args_extra(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    return parse_kv(getattr(args, name), f"--{name}")
+
+
+def check_names(cfg: Any) -> None:
+    """Resolve every name before any data is generated or any training starts."""
+    from mtlkit import balancing, strategies
+    from mtlkit.data import DATASETS
+    from mtlkit.models import BACKBONES, HEADS
+    from mtlkit.tasks import TASKS
+
+    DATASETS.get(cfg.dataset)
+    BACKBONES.get(cfg.model)
+    HEADS.get(cfg.head)
+    for t in cfg.tasks or []:
+        TASKS.get(t)
+    if cfg.weights is None:
+        balancing.get(cfg.method, **cfg.method_options)
+    strategies.get(cfg.strategy, **cfg.strategy_options)
+    if cfg.image_size % (cfg.patch_size or _preset_patch(cfg.model)):
+        raise MtlkitError(
+            f"image_size={cfg.image_size}: must be divisible by the patch size "
+            f"{cfg.patch_size or _preset_patch(cfg.model)} of model {cfg.model!r}"
+        )
+
+
+def _preset_patch(model: str) -> int:
+    from mtlkit.models import VIT_PRESETS
+
+    return VIT_PRESETS[model].patch_size
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mtlkit.engine import Trainer, train_single_task_baselines
+
+    cfg = config_from_args(args)
+    check_names(cfg)
+    if cfg.single_task:
+        from mtlkit.data import build_dataset
+
+        ds = build_dataset(cfg.dataset, "val", root=cfg.data_root, tasks=cfg.tasks, image_size=cfg.image_size,
+                           **cfg.dataset_options)
+        path = train_single_task_baselines(cfg.replace(single_task=False), list(ds.task_names))
+        print(f"single-task baselines: {path}")
+        print(json.dumps(json.loads(path.read_text())["test"], indent=2))
+        return 0
+    metrics = Trainer(cfg).fit(resume=args.resume)
+    _print_metrics(metrics)
+    print(f"run: {cfg.out}  (metrics.json, predictions.png, log.jsonl)")
+    return 0
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    for t, m in metrics["tasks"].items():
+        vals = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float))
+        print(f"  {t:10s} {vals}")
+    dm = metrics.get("delta_m")
+    print(f"  Δm = {dm:+.2f}%" if dm is not None else "  Δm: no single-task baselines for this setting "
+          "(train them with --single-task)")
+
+
+# ----------------------------------------------------------------------------- other commands
+def cmd_eval(args: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader
+
+    from mtlkit.data import build_dataset
+    from mtlkit.engine import evaluate, load_model
+    from mtlkit.engine.trainer import resolve_device
+
+    run = Path(args.run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    device = resolve_device(args.device)
+    model, _ = load_model(run, device)
+    ds = build_dataset(cfg.get("dataset", "synthetic-nyud"), args.split, root=cfg.get("data_root"),
+                       tasks=list(model.heads.keys()), image_size=cfg.get("image_size", 64),
+                       **cfg.get("dataset_options", {}))
+    tasks = ds.make_tasks(list(model.heads.keys()))
+    result = evaluate(model, DataLoader(ds, batch_size=args.batch_size), tasks, device)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from mtlkit.engine.bench import SUITES, Suite, run_suite
+
+    if args.suite not in SUITES:
+        raise MtlkitError(f"unknown suite {args.suite!r}; valid suites: {', '.join(SUITES)}")
+    suite = SUITES[args.suite]
+    if args.methods:
+        suite = Suite(suite.dataset, _tasks(args.methods) or [], suite.seeds, suite.config)
+    if args.seeds:
+        suite = Suite(suite.dataset, suite.methods, [int(s) for s in _tasks(args.seeds) or []], suite.config)
+    base: dict[str, Any] = {}
+    if args.dataset:
+        suite = Suite(args.dataset, suite.methods, suite.seeds, suite.config)
+    if args.iters:
+        base["iters"] = args.iters
+    out = Path(args.out or f"runs/bench-{args.suite}")
+    table = run_suite(suite, out, base, progress=not args.no_progress)
+    print()
+    print(table["markdown"])
+    print(f"results: {out}/results.md, results.csv, results.json")
+    for m in suite.methods:
+        pred = out / "runs" / f"{m}-seed{suite.seeds[0]}" / "predictions.png"
+        if pred.is_file():
+            print(f"predictions: {pred}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from mtlkit.analysis import PLOTTERS
+
+    run = Path(args.run)
+    if not run.is_dir():
+        raise MtlkitError(f"run directory not found: {run}")
+    out = Path(args.out) if args.out else run / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    names = [args.only] if args.only else PLOTTERS.names()
+    written = []
+    for name in names:
+        written += PLOTTERS.get(name)(run, out)
+    if not written:
+        print(f"nothing to plot in {run} (record data with --grad-stats-every, --strategy selective or --dtme)")
+    for p in written:
+        print(p)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from mtlkit.data import DATASETS
+
+    if args.data_cmd == "list":
+        for n in DATASETS.names():
+            print(n)
+        return 0
+    if args.data_cmd == "preview":
+        DATASETS.get(args.dataset)
+        from mtlkit.data.synthetic import preview
+
+        path = preview(args.dataset, args.out, n=args.n, root=args.data_root)
+        print(path)
+        return 0
+    raise MtlkitError("usage: mtlkit data {list,preview}")
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from mtlkit.balancing import BALANCERS
+
+    rows = []
+    for n in BALANCERS.names():
+        cls = BALANCERS.get(n)
+        opts = ", ".join(f"{k}={v}" for k, v in cls.options.items())
+        rows.append((n, cls.kind, cls.paper, opts))
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtlkit", description="Multi-task learning for dense prediction.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a multi-task model (or the single-task baselines)")
+    add_train_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint")
+    p.add_argument("run")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="baselines + methods over seeds -> paper-style table")
+    p.add_argument("--suite", default="quick")
+    p.add_argument("--methods", help="comma-separated methods (override the suite's)")
+    p.add_argument("--seeds", help="comma-separated seeds (override the suite's)")
+    p.add_argument("--dataset")
+    p.add_argument("--iters", type=int)
+    p.add_argument("--out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("analyze", help="plots (PNG) from a run's logs")
+    p.add_argument("run")
+    p.add_argument("--out")
+    p.add_argument("--only", help="one plot family")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("data", help="dataset tools")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    dsub.add_parser("list", help="registered datasets")
+    q = dsub.add_parser("preview", help="PNG grid of images and all labels")
+    q.add_argument("--dataset", default="synthetic-nyud")
+    q.add_argument("--data-root")
+    q.add_argument("--out", default="preview.png")
+    q.add_argument("-n", type=int, default=4)
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("methods", help="table of balancing methods")
+    p.set_defaults(func=cmd_methods)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MtlkitError as e:
+        print(f"mtlkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtlkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Checkpoints: model weights as safetensors + ``model.json`` (how to rebuild), and a resume state.
+
+A checkpoint is written to a temporary file and renamed, and never from non-finite weights, so a crash or
+a NaN can not leave a corrupt or poisoned checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mtlkit.errors import MtlkitError
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.state_dict().values() if p.is_floating_point())
+
+
+def save_model(model: torch.nn.Module, spec: dict[str, Any], run_dir: Path) -> Path:
+    """``model.safetensors`` + ``model.json``; refuses non-finite weights (keeps the last good file)."""
+    if not weights_finite(model):
+        raise MtlkitError("model weights are not finite: checkpoint not written (the previous one is kept)")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path = run_dir / "model.safetensors"
+    _atomic(path, lambda p: save_file(state, str(p)))
+    _atomic(run_dir / "model.json", lambda p: p.write_text(json.dumps(spec, indent=2)))
+    return path
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a run's model (including transforms such as DTME) and load its weights."""
+    from mtlkit.models import apply_transforms, build_model
+    from mtlkit.tasks import make_task
+
+    run_dir = Path(run_dir)
+    spec_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
+    for p in (spec_path, weights):
+        if not p.is_file():
+            raise MtlkitError(f"{p} not found: expected a run directory written by `mtlkit train`")
+    spec = json.loads(spec_path.read_text())
+    build = dict(spec["build"])
+    tasks = {t: make_task(t, **params) for t, params in build.pop("tasks").items()}
+    model = build_model(tasks=tasks, **build)
+    model = apply_transforms(model, spec.get("transforms", []))
+    model.load_state_dict(load_file(str(weights)))
+    return model.to(device), spec
+
+
+def save_resume(state: dict[str, Any], run_dir: Path) -> None:
+    _atomic(run_dir / "resume.pt", lambda p: torch.save(state, p))
+
+
+def load_resume(run_dir: Path) -> dict[str, Any] | None:
+    p = run_dir / "resume.pt"
+    return torch.load(p, map_location="cpu", weights_only=False) if p.is_file() else None
+
+
+def finite_losses(values: dict[str, float]) -> bool:
+    return all(math.isfinite(v) for v in values.values())
