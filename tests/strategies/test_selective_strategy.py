@@ -251,14 +251,34 @@ def test_balancer_factory_and_learnable_parameters():
         run(get("selective", grouping="separate"), steps=1, balancer=Learnable(list(TASKS)))
 
 
-def test_resume_from_state_dict_continues_exactly():
-    options = {"warmup": 1, "order": "random"}
+class Counting(balancing.WeightedSum):
+    """A stateful weighting: the weights depend on how often this instance was called."""
+
+    name = "counting"
+
+    def __init__(self, tasks=None):
+        super().__init__(tasks)
+        self.calls = 0
+
+    def weights(self, losses, **context):
+        self.calls += 1
+        return {t: 1.0 + 0.1 * self.calls * (i + 1) for i, t in enumerate(losses)}
+
+    def state_dict(self):
+        return {**super().state_dict(), "calls": self.calls}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.calls = state["calls"]
+
+
+@pytest.mark.parametrize("options", [{"warmup": 1}, {"grouping": "random", "group_size": 2}])
+def test_resume_from_state_dict_continues_exactly(options):
     full = get("selective", seed=7, **options)
-    ref, _, model_ref = run(full, steps=5)
+    ref, _, model_ref = run(full, steps=5, balancer=Counting(list(TASKS)))
 
     tasks, model, batch = micro_setup(0)
-    opt = RecordingAdam(model)
-    ctx = make_ctx(model, tasks, opt)
+    ctx = make_ctx(model, tasks, RecordingAdam(model), balancer=Counting(list(TASKS)))
     first = get("selective", seed=7, **options)
     infos = [first.step(batch, ctx) for _ in range(3)]
     state = json.loads(json.dumps(first.state_dict()))  # plain values: any checkpoint format will do
@@ -267,7 +287,21 @@ def test_resume_from_state_dict_continues_exactly():
     infos += [second.step(batch, ctx) for _ in range(2)]
     for a, b in zip(infos, ref, strict=True):
         assert a["groups"] == b["groups"] and a["affinity"] == b["affinity"] and a["losses"] == b["losses"]
+        assert a["weights"] == b["weights"]
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), model_ref.parameters(), strict=True))
+
+
+def test_resume_restores_the_balancer_as_it_was_before_its_first_use():
+    tasks, model, batch = micro_setup(0)
+    base = Counting(list(TASKS))
+    ctx = make_ctx(model, tasks, RecordingAdam(model), balancer=base)
+    first = get("selective", grouping="joint")
+    first.step(batch, ctx)
+    assert base.calls == 1
+    second = get("selective", grouping="random", group_size=2, seed=0)
+    second.load_state_dict(first.state_dict())
+    second.step(batch, ctx)  # new sub-groups are copied from the pristine balancer, not the used one
+    assert sorted(b.calls for b in second._balancers.values()) == [1, 1]
 
 
 def test_same_seed_same_groups_whatever_the_global_rng():
@@ -323,3 +357,10 @@ def test_options_are_validated():
             get("selective", **bad)
     strategy = get("selective", decay="0.0001", warmup="10", double_single="false")
     assert strategy.decay == 1e-4 and strategy.warmup == 10 and strategy.double_single is False
+
+
+def test_fixed_weights_apply_within_each_group():
+    base = balancing.get("fixed", tasks=list(TASKS), weights={"semseg": 2.0, "edge": 50.0})
+    infos, _, _ = run(get("selective", grouping="random", group_size=2, seed=0), steps=1, balancer=base)
+    assert infos[0]["weights"] == {"semseg": 2.0, "depth": 1.0, "normals": 1.0, "edge": 50.0}
+    assert infos[0]["steps"] == 2

@@ -34,8 +34,9 @@ Balancing inside a group: the balancer only ever sees the group's losses. A grou
 ``ctx.balancer`` itself (so ``grouping="joint"`` is exactly the joint strategy). Every other group gets its
 own balancer instance, made once per distinct group and kept (with its state) for the rest of the run: by
 ``balancer_factory(tasks)`` when the trainer sets that attribute, else by copying the balancer as it was
-before its first use and restricting it to the group's tasks. Balancers with learnable parameters (e.g.
-uncertainty weighting) are refused for proper sub-groups: the copies' parameters would not be optimised.
+before its first use and restricting it to the group's tasks (``fixed`` keeps the group's weights).
+Balancers with learnable parameters (e.g. uncertainty weighting) are refused for proper sub-groups: the
+copies' parameters would not be optimised.
 
 Distributed: the values that feed the affinity go through ``ctx.reduce_losses`` and the random order and
 random groupings come from the strategy's own generator seeded identically on every process (``seed``;
@@ -53,6 +54,7 @@ from typing import Any
 
 import torch
 
+from mtlkit.balancing import Fixed
 from mtlkit.errors import MtlkitError
 from mtlkit.strategies._affinity import ATTRIBUTIONS, ProximalAffinity
 from mtlkit.strategies._base import STRATEGIES, StepContext, Strategy, compute_losses
@@ -168,6 +170,7 @@ class Selective(Strategy):
         self._template: Any = None
         self._balancers: dict[str, Any] = {}
         self._pending_balancer_states: dict[str, Any] = {}
+        self._template_state: dict[str, Any] | None = None
         self._announced = False
 
     # ------------------------------------------------------------------------------------ setup
@@ -185,6 +188,8 @@ class Selective(Strategy):
             self._rng = random.Random(torch.initial_seed() if self.seed is None else self.seed)
         if self._template is None:
             self._template = copy.deepcopy(ctx.balancer)
+            if self._template_state is not None:  # resumed: the balancer as it was before its first use
+                self._template.load_state_dict(self._template_state)
 
     # ------------------------------------------------------------------------------------ grouping
     def partition(self) -> tuple[Groups, str]:
@@ -220,6 +225,8 @@ class Selective(Strategy):
             else:
                 balancer = copy.deepcopy(self._template)
                 balancer.tasks = list(group)
+                if isinstance(balancer, Fixed):  # its weights name every task; keep the group's
+                    balancer.fixed = {t: w for t, w in balancer.fixed.items() if t in group}
             if list(balancer.parameters()):
                 raise MtlkitError(
                     f"method {getattr(balancer, 'name', type(balancer).__name__)!r} learns parameters, which "
@@ -273,7 +280,7 @@ class Selective(Strategy):
 
         out: dict[str, Any] = {
             "losses": first,
-            "weights": weights,
+            "weights": {t: weights[t] for t in self.tasks if t in weights},
             "groups": [list(g) for g in ordered],
             "grouped_by": grouped_by,
             "affinity": self.affinity.rounded(5),
@@ -300,6 +307,7 @@ class Selective(Strategy):
             "rng": rng,
             "affinity": None if self.affinity is None else self.affinity.state_dict(),
             "balancers": balancers,
+            "balancer_template": self._template.state_dict() if self._template is not None else self._template_state,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -315,6 +323,8 @@ class Selective(Strategy):
             self.affinity.load_state_dict(state["affinity"])
         self._balancers = {}
         self._pending_balancer_states = dict(state.get("balancers") or {})
+        self._template = None
+        self._template_state = state.get("balancer_template")
         if self.tasks is not None and self.groups is not None:
             self.groups = canonical(self.groups, self.tasks)
 
