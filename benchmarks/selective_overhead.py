@@ -12,6 +12,8 @@ K backwards and K optimizer steps, with K averaging well below T. We time, on th
 
 Methods are timed round-robin (``--rounds`` rounds of ``--steps`` batches each, after ``--warmup-steps``
 untimed batches) so machine load drifts affect all alike; the per-method time is the median over rounds.
+Both wall-clock and process CPU time are reported; on a shared CPU machine the CPU-time ratio (with
+``--threads 1``) is the steadier one, since it does not count time spent waiting for other processes.
 Usage: ``python benchmarks/selective_overhead.py [--json out.json]``.
 """
 
@@ -86,8 +88,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=5, help="timed batches per round and method")
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=2, help="timed batches per round and method")
+    ap.add_argument("--rounds", type=int, default=16)
     ap.add_argument("--warmup-steps", type=int, default=12, help="untimed batches first (covers the warm-up)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
@@ -103,7 +105,7 @@ def main() -> None:
         model = build_model("micro", tasks, args.size).to(args.device)
         ctx = StepContext(model=model, tasks=tasks, balancer=balancing.get("equal", tasks=list(tasks)),
                           optimizer=torch.optim.Adam(model.parameters(), lr=1e-4))
-        runs[name] = {"ctx": ctx, "strategy": factory(), "times": [], "groups": [], "steps": [], "i": 0}
+        runs[name] = {"ctx": ctx, "strategy": factory(), "times": [], "cpu": [], "groups": [], "steps": [], "i": 0}
 
     batches = [{k: v.to(args.device) for k, v in make_batch(args.size, args.batch_size, s).items()} for s in range(8)]
 
@@ -112,34 +114,39 @@ def main() -> None:
         ctx.iteration = run["i"]
         batch = batches[run["i"] % len(batches)]
         run["i"] += 1
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         info = run["strategy"].step(batch, ctx)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
-        return time.perf_counter() - t0, info
+        return time.perf_counter() - t0, time.process_time() - c0, info
 
     for run in runs.values():
         for _ in range(args.warmup_steps):
             one(run)
     for _ in range(args.rounds):
         for run in runs.values():
-            total = 0.0
+            total = cpu = 0.0
             for _ in range(args.steps):
-                dt, info = one(run)
+                dt, dc, info = one(run)
                 total += dt
+                cpu += dc
                 run["steps"].append(int(info.get("steps", 1)))
                 if "groups" in info:
                     run["groups"].append(len(info["groups"]))
             run["times"].append(total / args.steps)
+            run["cpu"].append(cpu / args.steps)
 
     ref = statistics.median(runs["equal (joint)"]["times"])
+    ref_cpu = statistics.median(runs["equal (joint)"]["cpu"])
     rows = []
     for name, run in runs.items():
-        sec = statistics.median(run["times"])
+        sec, cpu = statistics.median(run["times"]), statistics.median(run["cpu"])
         rows.append({
             "method": name,
             "sec_per_batch": sec,
             "relative": sec / ref,
+            "cpu_sec_per_batch": cpu,
+            "cpu_relative": cpu / ref_cpu,
             "avg_groups": statistics.mean(run["groups"]) if run["groups"] else None,
             "avg_steps": statistics.mean(run["steps"]),
         })
@@ -157,10 +164,11 @@ def main() -> None:
     }
     print(f"micro ViT, {len(TASKS)} tasks, {args.size}x{args.size}, batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads, median of {args.rounds} rounds x {args.steps} batches")
-    print(f"{'method':<30} {'s/batch':>9} {'x equal':>8} {'groups K':>9} {'opt. steps':>10}")
+    print(f"{'method':<30} {'s/batch':>9} {'x equal':>8} {'cpu s':>8} {'x equal':>8} {'groups K':>9} {'steps':>6}")
     for r in rows:
         k = "-" if r["avg_groups"] is None else f"{r['avg_groups']:.2f}"
-        print(f"{r['method']:<30} {r['sec_per_batch']:>9.4f} {r['relative']:>8.2f} {k:>9} {r['avg_steps']:>10.2f}")
+        print(f"{r['method']:<30} {r['sec_per_batch']:>9.4f} {r['relative']:>8.2f} {r['cpu_sec_per_batch']:>8.4f} "
+              f"{r['cpu_relative']:>8.2f} {k:>9} {r['avg_steps']:>6.2f}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
