@@ -45,7 +45,8 @@ def plot_conflict_bars(a: TokenSpaceAnalysis, path: Path) -> Path:
     ax.set_xlabel("layer (block output)")
     ax.set_ylabel("share of conflicting (token, pair)")
     ax.set_title(f"Token-space gradient conflicts (r = {a.r:g})")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.3 * top)
+    ax.legend(fontsize=8, ncol=2, loc="upper right")
     return _save(fig, path)
 
 
@@ -79,10 +80,12 @@ def plot_pair_matrices(a: TokenSpaceAnalysis, path: Path) -> Path:
         b, c = divmod(i, cols)
         for s, (name, mat) in enumerate((("range", layer.range_pairs), ("null", layer.null_pairs))):
             ax = fig.add_subplot(2 * blocks, cols, (2 * b + s) * cols + c + 1)
-            im = ax.imshow(np.asarray(mat), vmin=0, vmax=vmax, cmap="viridis")
+            m = np.asarray(mat, dtype=float)
+            np.fill_diagonal(m, np.nan)  # a task does not conflict with itself: left blank
+            im = ax.imshow(m, vmin=0, vmax=vmax, cmap="viridis")
             ax.set_title(f"L{layer.layer} {name}", fontsize=8)
             ax.set_xticks(range(t), a.tasks, rotation=90, fontsize=6)
-            ax.set_yticks(range(t), a.tasks, fontsize=6)
+            ax.set_yticks(range(t), a.tasks if c == 0 else [""] * t, fontsize=6)
     if im is not None:
         fig.colorbar(im, ax=fig.axes, shrink=0.6, label="conflict rate")
     fig.suptitle("Per-pair token-space conflict rates", fontsize=9)
