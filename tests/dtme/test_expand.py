@@ -1,13 +1,12 @@
-"""DTME and Recon inside the Trainer: expansion mid-run, optimizer / schedule, metrics, checkpoints, CLI."""
+"""DTME and Recon inside the Trainer (on the ``tiny-random`` dataset of tests/conftest.py): expansion mid-run,
+optimizer / schedule, metrics, checkpoints, CLI."""
 
 import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mtlkit.cli import main as cli_main
-from mtlkit.data import DATASETS, MultiTaskDataset
 from mtlkit.dtme import DTMECallback, DTMEConfig, ExpandedBackbone, ReconConfig, TokenSpaceAnalysis, expand
 from mtlkit.engine import TrainConfig, Trainer
 from mtlkit.engine.checkpoint import load_model
@@ -16,39 +15,10 @@ from mtlkit.errors import MtlkitError
 from .helpers import tiny_model
 
 
-class RandomScenes(MultiTaskDataset):
-    """Deterministic random 16x16 samples with semseg (3 classes) and depth labels."""
-
-    name = "dtme-test-random"
-    task_names = ("semseg", "depth")
-
-    def __init__(self, split, root=None, tasks=None, image_size=16, n=16):
-        self.n, self.size, self.offset = n, image_size, {"train": 0, "val": 1000, "test": 2000}[split]
-
-    def task_params(self):
-        return {"semseg": {"num_classes": 3}}
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(self.offset + i)
-        s = self.size
-        image = torch.randn(3, s, s, generator=g)
-        return {
-            "image": image,
-            "semseg": (image[0] > 0).long() + (image[1] > 0.5).long(),
-            "depth": F.avg_pool2d(image[2:3].abs()[None], 3, 1, 1)[0] + 0.1,
-        }
-
-
-if "dtme-test-random" not in DATASETS:
-    DATASETS.register("dtme-test-random", RandomScenes)
-
-
 def config(tmp_path, **kw):
-    base = dict(dataset="dtme-test-random", image_size=16, model="micro", iters=4, batch_size=4, eval_every=0,
-                eval_batch_size=8, out=str(tmp_path / "run"), baseline_cache=str(tmp_path / "cache"), progress=False)
+    base = dict(dataset="tiny-random", tasks=["semseg", "depth"], image_size=16, model="micro", iters=4,
+                batch_size=4, eval_every=0, eval_batch_size=8, out=str(tmp_path / "run"),
+                baseline_cache=str(tmp_path / "cache"), progress=False)
     return TrainConfig.from_dict({**base, **kw})
 
 
@@ -115,17 +85,18 @@ def test_recon_converts_the_most_conflicting_block(tmp_path):
 
 def test_cli_flags(tmp_path):
     out = tmp_path / "cli"
-    rc = cli_main(["train", "--dataset", "dtme-test-random", "--image-size", "16", "--iters", "3", "--batch-size", "4",
-                   "--eval-every", "0", "--out", str(out), "--no-progress", "--dtme", "iteration=1,calib_batches=1",
-                   "--dtme-opt", "selection=reverse", "--dtme-opt", "mode=te-only"])
+    rc = cli_main(["train", "--dataset", "tiny-random", "--tasks", "semseg,depth", "--image-size", "16",
+                   "--iters", "3", "--batch-size", "4", "--eval-every", "0", "--out", str(out), "--no-progress",
+                   "--dtme", "iteration=1,calib_batches=1", "--dtme-opt", "selection=reverse", "--dtme-opt",
+                   "mode=te-only"])
     assert rc == 0
     d = json.loads((out / "metrics.json").read_text())["dtme"]
     assert d["tm_layers"] == [] and len(d["te_layers"]) == 3 and d["options"]["selection"] == "reverse"
     assert cli_main(["analyze", str(out), "--only", "tokens"]) == 0
     assert (out / "plots" / "token_conflicts.png").is_file()
     # bad options fail before training, naming the valid ones
-    assert cli_main(["train", "--dataset", "dtme-test-random", "--out", str(tmp_path / "x"), "--dtme", "rh=1"]) == 2
-    assert cli_main(["train", "--dataset", "dtme-test-random", "--out", str(tmp_path / "x"), "--dtme",
+    assert cli_main(["train", "--dataset", "tiny-random", "--out", str(tmp_path / "x"), "--dtme", "rh=1"]) == 2
+    assert cli_main(["train", "--dataset", "tiny-random", "--out", str(tmp_path / "x"), "--dtme",
                      "--recon"]) == 2
 
 
