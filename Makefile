@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mtlkit-installed
+# OpenMP threads that sleep instead of spinning: small models on a shared 2-core machine run far faster.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test lint bench clean
 

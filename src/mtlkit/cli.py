@@ -68,6 +68,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy-opt", action="append", metavar="KEY=VALUE", help="strategy option (repeatable)")
     p.add_argument("--dataset-opt", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
     p.add_argument("--weights", metavar="TASK=W,...", help="fixed loss weights (implies --method fixed)")
+    for name, what in (("dtme", "DTME-MTL token modulation / expansion"), ("recon", "the Recon baseline")):
+        p.add_argument(f"--{name}", nargs="?", const="", action="append", metavar="KEY=VALUE,...",
+                       help=f"expand the model with {what} during training (options optional, see mtlkit.dtme)")
+        p.add_argument(f"--{name}-opt", action="append", metavar="KEY=VALUE", help=f"--{name} option (repeatable)")
     p.add_argument("--single-task", action="store_true", default=None, help="train one model per task (baselines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -94,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if getattr(args, "no_progress", False):
         values["progress"] = False
     for extra in ("dtme", "recon"):
-        if getattr(args, extra, None) is not None:
+        if getattr(args, extra, None) is not None or getattr(args, f"{extra}_opt", None):
             values[extra] = args_extra(args, extra)
     if args.config:
         return TrainConfig.from_yaml(args.config, values)
@@ -102,7 +106,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def args_extra(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    return parse_kv(getattr(args, name), f"--{name}")
+    """``--dtme`` / ``--dtme on`` (defaults), ``--dtme rho=0.25,tokens=6`` and ``--dtme-opt key=value`` -> options."""
+    items = [i for i in (getattr(args, name, None) or []) if i.strip().lower() not in ("", "on", "true")]
+    return parse_kv(items + list(getattr(args, f"{name}_opt", None) or []), f"--{name}")
 
 
 def check_names(cfg: Any) -> None:
@@ -120,6 +126,10 @@ def check_names(cfg: Any) -> None:
     if cfg.weights is None:
         balancing.get(cfg.method, **cfg.method_options)
     strategies.get(cfg.strategy, **cfg.strategy_options)
+    if cfg.dtme is not None or cfg.recon is not None:
+        from mtlkit.dtme import make_callbacks
+
+        make_callbacks(cfg)  # validates the --dtme / --recon options
     if cfg.image_size % (cfg.patch_size or _preset_patch(cfg.model)):
         raise MtlkitError(
             f"image_size={cfg.image_size}: must be divisible by the patch size "

@@ -29,6 +29,7 @@ from mtlkit.engine.checkpoint import load_resume, save_model, save_resume
 from mtlkit.engine.config import TrainConfig
 from mtlkit.engine.evaluate import evaluate, to_device
 from mtlkit.engine.visualize import save_predictions
+from mtlkit.errors import MtlkitError
 from mtlkit.metrics import delta_m
 from mtlkit.models import build_model
 
@@ -259,8 +260,11 @@ class Trainer:
             if found is not None:
                 path, base = found
                 metrics["baseline"] = str(path)
-                metrics["delta_m"] = delta_m(test["primary"], base["test"], higher)
-                metrics["val_delta_m"] = delta_m(val["primary"], base["val"], higher)
+                try:
+                    metrics["delta_m"] = delta_m(test["primary"], base["test"], higher)
+                    metrics["val_delta_m"] = delta_m(val["primary"], base["val"], higher)
+                except MtlkitError as e:  # e.g. a baseline metric of 0: report why, never lose the run
+                    metrics["delta_m_error"] = str(e)
         for cb in self.callbacks:
             extra = getattr(cb, "report", None)
             if extra is not None:
