@@ -10,11 +10,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from _selective_micro import TASKS, micro_setup
 
 from mtlkit import balancing
 from mtlkit.errors import MtlkitError
 from mtlkit.strategies import STRATEGIES, ProximalAffinity, Selective, StepContext, get
+
+from .helpers import TASKS, micro_setup
 
 
 class RecordingAdam(torch.optim.Adam):

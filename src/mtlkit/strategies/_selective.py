@@ -10,9 +10,9 @@ trainer steps the LR scheduler once per batch. The forwards also feed the proxim
 
 Behaviour of the official code that we match:
 
-- warm-up: singleton groups in random order while fewer than ``warmup + 1`` batches were done (the
-  official test is ``iter_count <= prepos`` with ``iter_count`` counted from 0 and ``prepos: 100``);
-  the affinity is tracked during warm-up too;
+- warm-up (``grouping="affinity"`` only): singleton groups in random order for the first ``warmup + 1``
+  batches, 101 by default (the official test is ``iter_count <= prepos`` with ``iter_count`` counted from
+  0 and ``prepos: 100``); the affinity is tracked during warm-up too;
 - afterwards the groups are re-clustered before every batch and updated in random order;
 - single-group rule: when the clustering gives one group, it is stepped twice on the batch so that the
   affinity keeps being measured (``train_group = train_group * 2``); ``double_single=False`` turns it off;
@@ -41,7 +41,8 @@ copies' parameters would not be optimised.
 Distributed: the values that feed the affinity go through ``ctx.reduce_losses`` and the random order and
 random groupings come from the strategy's own generator seeded identically on every process (``seed``;
 default ``torch.initial_seed()`` at the first batch), so every process forms the same groups.
-A forward with a non-finite loss skips that group's step and is never used for the affinity.
+A forward with any non-finite task loss skips that group's step (as the joint strategy skips its step)
+and is never used for the affinity.
 """
 
 from __future__ import annotations
