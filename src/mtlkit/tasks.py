@@ -70,25 +70,36 @@ def make_task(name: str, **params: Any) -> Task:
 # ----------------------------------------------------------------------------------------- losses
 
 
+def _zero_loss(pred: torch.Tensor) -> torch.Tensor:
+    """0 with a (zero) gradient: a batch without a valid pixel must not give NaN (mean over nothing)."""
+    return pred.sum() * 0.0
+
+
 def cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(pred, target.long(), ignore_index=255)
+    target = target.long()
+    if not (target != 255).any():
+        return _zero_loss(pred)
+    return F.cross_entropy(pred, target, ignore_index=255)
 
 
 def depth_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # (B, 1, H, W) vs a (B, H, W) target would broadcast silently to (B, B, H, W): match shapes first
+    pred = pred.reshape(target.shape)
     valid = target > 0
     if not valid.any():
-        return pred.sum() * 0.0
+        return _zero_loss(pred)
     return (pred - target).abs()[valid].mean()
 
 
 def normals_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     valid = (target.abs().sum(1, keepdim=True) > 0).expand_as(target)
     if not valid.any():
-        return pred.sum() * 0.0
+        return _zero_loss(pred)
     return (F.normalize(pred, dim=1) - target).abs()[valid].mean()
 
 
 def balanced_bce_loss(pred: torch.Tensor, target: torch.Tensor, pos_weight: float = 0.95) -> torch.Tensor:
+    pred = pred.reshape(target.shape)
     valid = target != 255
     t = torch.where(valid, target, torch.zeros_like(target)).float()
     per_pixel = F.binary_cross_entropy_with_logits(pred, t, reduction="none")
@@ -97,9 +108,10 @@ def balanced_bce_loss(pred: torch.Tensor, target: torch.Tensor, pos_weight: floa
 
 
 def bce_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    pred = pred.reshape(target.shape)
     valid = target != 255
     if not valid.any():
-        return pred.sum() * 0.0
+        return _zero_loss(pred)
     return F.binary_cross_entropy_with_logits(pred[valid], target[valid].float())
 
 

@@ -134,16 +134,26 @@ class Fixed(WeightedSum):
 
     def __init__(self, tasks=None, weights: dict[str, float] | None = None) -> None:
         super().__init__(tasks)
-        self.fixed = dict(weights or {})
+        self.fixed = {}
+        for t, w in dict(weights or {}).items():
+            try:
+                self.fixed[t] = float(w)
+            except (TypeError, ValueError):
+                raise MtlkitError(f"fixed weight of task {t!r} must be a number, got {w!r}") from None
         bad = {t: w for t, w in self.fixed.items() if not (w >= 0)}
         if bad:
             raise MtlkitError(f"fixed weights must be >= 0, got {bad}")
+        if self.tasks is not None:  # fail at construction, not at the first step, when the tasks are known
+            self._check_weight_names(self.tasks)
+
+    def _check_weight_names(self, tasks: Sequence[str]) -> None:
+        unknown = set(self.fixed) - set(tasks)
+        if unknown:
+            raise MtlkitError(f"weights given for unknown task(s) {sorted(unknown)}; tasks: {list(tasks)}")
 
     def weights(self, losses, **context):
-        unknown = set(self.fixed) - set(losses)
-        if unknown:
-            raise MtlkitError(f"weights given for unknown task(s) {sorted(unknown)}; tasks: {list(losses)}")
-        return {t: float(self.fixed.get(t, 1.0)) for t in losses}
+        self._check_weight_names(list(losses))
+        return {t: self.fixed.get(t, 1.0) for t in losses}
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -29,7 +29,7 @@ class Suite:
 
 SUITES: dict[str, Suite] = {
     # `make demo`: baselines + equal weighting on synthetic NYUD, a few minutes on 2 CPU cores.
-    "demo": Suite("synthetic-nyud", ["equal"], [0], {"iters": 400, "batch_size": 16, "eval_every": 0}),
+    "demo": Suite("synthetic-nyud", ["equal"], [0], {"iters": 300, "batch_size": 8, "eval_every": 0}),
     # A broader CPU comparison: the three papers' methods against the common baselines.
     "quick": Suite("synthetic-nyud", ["equal", "uw", "dwa", "avgnorm", "pcgrad", "mgda", "selective", "dtme"],
                    [0, 1], {"iters": 600, "batch_size": 16, "eval_every": 0}),

@@ -10,6 +10,7 @@ import json
 import math
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,9 @@ class Trainer:
             t0 = time.perf_counter()
             self.model.train()
             info = self.strategy.step(to_device(batch, self.device), self._context())
-            self.scheduler.step()
+            with warnings.catch_warnings():  # a skipped (non-finite) step still advances the schedule
+                warnings.simplefilter("ignore", UserWarning)
+                self.scheduler.step()
             dt = time.perf_counter() - t0
             train_time += dt
             timed_iters += 1

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from mtlkit.errors import MtlkitError, UnknownNameError
+
 
 def relative_gain(value: float, baseline: float, higher_is_better: bool) -> float:
     """Gain of one task over its baseline in % (positive = better than the baseline)."""
     if baseline == 0:
-        raise ValueError("Δm is undefined for a baseline metric of 0")
+        raise MtlkitError("Δm is undefined for a baseline metric of 0; check the single-task baseline's metrics")
     sign = 1.0 if higher_is_better else -1.0
     return sign * (value - baseline) / abs(baseline) * 100.0
 
@@ -22,8 +24,12 @@ def delta_m(
     """Δm over the tasks of ``values``; every one must have a baseline."""
     missing = [t for t in values if t not in baselines]
     if missing:
-        raise KeyError(f"no single-task baseline for task(s): {', '.join(missing)}")
+        # a KeyError (as before) and an MtlkitError (a user error: the baseline run lacks these tasks)
+        raise UnknownNameError(
+            f"no single-task baseline for task(s): {', '.join(missing)}; train a single-task baseline for each "
+            f"(baselines given: {', '.join(baselines) or 'none'})"
+        )
     if not values:
-        raise ValueError("Δm needs at least one task")
+        raise MtlkitError("Δm needs at least one task")
     gains = [relative_gain(values[t], baselines[t], higher_is_better[t]) for t in values]
     return sum(gains) / len(gains)

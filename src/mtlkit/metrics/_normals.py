@@ -1,6 +1,7 @@
 """Surface normals: angular error 2·atan2(||p - g||, ||p + g||) in degrees after L2-normalising.
 
-The median over the split uses a 0.01° histogram (exact to that resolution, sum-reducible across processes).
+The median over the split uses a 0.01° histogram (exact to that resolution, sum-reducible across processes);
+like ``np.median`` it averages the two middle errors when their count is even.
 """
 
 from __future__ import annotations
@@ -50,9 +51,12 @@ class NormalsMeter(Meter):
         n = self._acc["n"].item()
         if n == 0:
             return {k: float("nan") for k in ("mean", "median", "rmse", "11.25", "22.5", "30")}
-        hist = self._acc["hist"]
-        cum = hist.cumsum(0)
-        median = float(torch.searchsorted(cum, torch.tensor((n + 1) // 2)).item() * _BIN)
+        # median as np.median of all errors (ASTMT / ATRC eval_normals): the middle order statistic, or the
+        # mean of the two middle ones for an even count; order statistic k is the first bin with cum >= k
+        cum = self._acc["hist"].cumsum(0)
+        n_int = int(round(n))
+        ranks = torch.tensor([(n_int + 1) // 2, n_int // 2 + 1], dtype=cum.dtype)
+        median = float(torch.searchsorted(cum, ranks).double().mean() * _BIN)
         out = {
             "mean": float(self._acc["sum"] / n),
             "median": median,

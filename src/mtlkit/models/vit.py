@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtlkit.errors import MtlkitError, UnknownNameError
+
 
 @dataclass(frozen=True)
 class ViTConfig:
@@ -32,9 +34,10 @@ class ViTConfig:
     def resolved_out_indices(self) -> tuple[int, ...]:
         if self.out_indices is not None:
             return tuple(i % self.depth for i in self.out_indices)
+        # round half up: Python's round() (half to even) made depth 6 give (1, 2, 3, 5), not (1, 2, 4, 5)
         n = min(4, self.depth)
         step = self.depth / n
-        return tuple(int(round(step * (k + 1))) - 1 for k in range(n))
+        return tuple(math.floor(step * (k + 1) + 0.5) - 1 for k in range(n))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,7 +116,9 @@ class VisionTransformer(nn.Module):
         h, w = config.img_size
         p = config.patch_size
         if h % p or w % p:
-            raise ValueError(f"image size {h}x{w} must be divisible by the patch size {p}")
+            raise MtlkitError(
+                f"image size {h}x{w} is not divisible by the patch size {p}; use a multiple of {p} or another patch"
+            )
         self.grid = (h // p, w // p)
         d = config.embed_dim
         self.embed_dim = d
@@ -156,8 +161,9 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if tuple(x.shape[-2:]) != tuple(self.config.img_size):
-            raise ValueError(
-                f"input size {tuple(x.shape[-2:])} differs from the model's img_size {self.config.img_size}"
+            raise MtlkitError(
+                f"input size {tuple(x.shape[-2:])} differs from the model's img_size {self.config.img_size}; "
+                "resize the input or build the model for that size"
             )
         x = self.embed(x)
         feats = []
@@ -176,8 +182,6 @@ def vit_config(
     preset: str, img_size: int | tuple[int, int] = 64, patch_size: int | None = None, **overrides
 ) -> ViTConfig:
     """The preset's config at ``img_size`` (optionally another patch size or other overrides)."""
-    from mtlkit.errors import UnknownNameError
-
     if preset not in VIT_PRESETS:
         raise UnknownNameError(f"unknown model {preset!r}; valid models: {', '.join(VIT_PRESETS)}")
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
@@ -209,8 +213,6 @@ def load_timm_checkpoint(model: VisionTransformer, path: str, strict: bool = Tru
     checkpoint keys that were ignored. Mismatched shapes raise an error naming the key.
     """
     from pathlib import Path
-
-    from mtlkit.errors import MtlkitError
 
     p = Path(path)
     if not p.is_file():
