@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from balancing_helpers import make_model, make_tasks
+
+from .balancing_helpers import make_model, make_tasks
 
 
 @pytest.fixture

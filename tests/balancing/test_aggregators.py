@@ -13,10 +13,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from balancing_helpers import linear_losses
 
 from mtlkit import balancing
 from mtlkit.errors import MtlkitError
+
+from .balancing_helpers import linear_losses
 
 J3 = torch.tensor([[1.0, 0.5, -0.2, 0.0], [-0.8, 1.0, 0.3, 0.1], [0.2, -0.6, 1.5, -0.4]], dtype=torch.float64)
 SOLVER_METHODS = {"cagrad", "nash_mtl"}

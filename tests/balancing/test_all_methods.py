@@ -8,9 +8,10 @@ import math
 
 import pytest
 import torch
-from balancing_helpers import make_batch, make_model, make_tasks
 
 from mtlkit import balancing, strategies
+
+from .balancing_helpers import make_batch, make_model, make_tasks
 
 NAMES = balancing.BALANCERS.names()
 

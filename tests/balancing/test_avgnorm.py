@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
-from balancing_helpers import forward_losses, make_batch
 
 from mtlkit import balancing
 from mtlkit.errors import MtlkitError
+
+from .balancing_helpers import forward_losses, make_batch
 
 
 def hand_weights(losses, params):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from balancing_helpers import forward_losses, make_batch
 
 from mtlkit.balancing import TaskGradients, task_jacobian
 from mtlkit.errors import MtlkitError
+
+from .balancing_helpers import forward_losses, make_batch
 
 
 def reference_jacobian(losses, params):

@@ -9,13 +9,38 @@ import yaml
 from mtlkit.errors import MtlkitError
 
 
+def _split_top_level(text: str) -> list[str]:
+    """Split at commas outside brackets/braces: ``"c=0.4,w={a: 1, b: 2}"`` -> two items."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    # a comma-separated list value ("weights=1,2") stays whole: a part without "=" joins the previous one
+    merged: list[str] = []
+    for p in parts:
+        if merged and "=" not in p:
+            merged[-1] += "," + p
+        else:
+            merged.append(p)
+    return [p for p in merged if p.strip()]
+
+
 def parse_method_options(items: list[str] | None) -> dict[str, Any]:
     """``["c=0.4", "weights.edge=50", "weights={semseg: 1, depth: 2}"]`` -> an options dict.
 
-    Values are YAML (numbers, booleans, ``null``, lists, mappings); a dotted key sets a nested entry.
+    Values are YAML (numbers, booleans, ``null``, lists, mappings); a dotted key sets a nested entry; one
+    item may hold several ``key=value`` separated by commas (outside brackets).
     """
     out: dict[str, Any] = {}
-    for item in items or []:
+    for item in (part for entry in items or [] for part in _split_top_level(entry)):
         if "=" not in item:
             raise MtlkitError(f"--method-opt {item!r} must look like key=value (e.g. c=0.4)")
         key, raw = item.split("=", 1)
@@ -67,5 +92,5 @@ def methods_table() -> str:
         pass
     widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows]
-    lines.insert(1, "-" * max(len(x) for x in lines))
+    lines.insert(1, "-" * min(max(len(x) for x in lines), 120))
     return "\n".join(lines)
