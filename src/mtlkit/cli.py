@@ -255,7 +255,13 @@ def cmd_data(args: argparse.Namespace) -> int:
         path = preview(args.dataset, args.out, n=args.n, root=args.data_root)
         print(path)
         return 0
-    raise MtlkitError("usage: mtlkit data {list,preview}")
+    if args.data_cmd == "check":
+        from mtlkit.data import check_dataset, format_problems
+
+        problems = check_dataset(args.dataset, args.data_root, max_files=args.max_files)
+        print(format_problems(args.dataset, args.data_root, problems, limit=args.limit))
+        return 1 if problems else 0
+    raise MtlkitError("usage: mtlkit data {list,preview,check}")
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -322,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-root")
     q.add_argument("--out", default="preview.png")
     q.add_argument("-n", type=int, default=4)
+    q = dsub.add_parser("check", help="validate a real dataset tree and list every problem")
+    q.add_argument("--dataset", required=True, help="nyud, pascal-context, taskonomy, replica or multimnist")
+    q.add_argument("--data-root", required=True)
+    q.add_argument("--max-files", type=int, help="decode at most N samples per split (all are checked to exist)")
+    q.add_argument("--limit", type=int, default=200, help="print at most N problems")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("methods", help="table of balancing methods")
