@@ -1,4 +1,4 @@
-"""The ``mtlkit`` command line: train | eval | bench | analyze | data | methods.
+"""The ``mtlkit`` command line: train | eval | bench | analyze | data | methods | grid.
 
 User errors (unknown names, bad values, missing files) print one line and exit with code 2.
 """
@@ -85,7 +85,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if v is not None:
             values[key] = typ(v) if typ is _tasks else v
     if args.method_opt:
-        values["method_options"] = parse_kv(args.method_opt, "--method-opt")
+        from mtlkit.balancing import parse_method_options
+
+        values["method_options"] = parse_method_options(args.method_opt)
     if args.strategy_opt:
         values["strategy_options"] = parse_kv(args.strategy_opt, "--strategy-opt")
     if args.dataset_opt:
@@ -253,20 +255,36 @@ def cmd_data(args: argparse.Namespace) -> int:
         path = preview(args.dataset, args.out, n=args.n, root=args.data_root)
         print(path)
         return 0
-    raise MtlkitError("usage: mtlkit data {list,preview}")
+    if args.data_cmd == "check":
+        from mtlkit.data import check_dataset, format_problems
+
+        problems = check_dataset(args.dataset, args.data_root, max_files=args.max_files)
+        print(format_problems(args.dataset, args.data_root, problems, limit=args.limit))
+        return 1 if problems else 0
+    raise MtlkitError("usage: mtlkit data {list,preview,check}")
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from mtlkit.balancing import BALANCERS
+    from mtlkit.balancing import methods_table
 
-    rows = []
-    for n in BALANCERS.names():
-        cls = BALANCERS.get(n)
-        opts = ", ".join(f"{k}={v}" for k, v in cls.options.items())
-        rows.append((n, cls.kind, cls.paper, opts))
-    w = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
+    print(methods_table())
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from mtlkit.balancing._grid import grid_search, parse_grid
+
+    grid = parse_grid(args.grid)
+    if not grid:
+        raise MtlkitError("mtlkit grid needs at least one --grid TASK=W1,W2,... (e.g. --grid edge=1,10,50)")
+    compare = [] if args.compare in ("", "none") else (_tasks(args.compare) or [])
+    if args.out is None:
+        args.out = "runs/grid"
+    cfg = config_from_args(args)
+    check_names(cfg)
+    result = grid_search(cfg, grid, cfg.out, compare=compare, progress=cfg.progress)
+    print(result["markdown"])
+    print(f"results: {cfg.out}/grid.md, grid.json")
     return 0
 
 
@@ -310,10 +328,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-root")
     q.add_argument("--out", default="preview.png")
     q.add_argument("-n", type=int, default=4)
+    q = dsub.add_parser("check", help="validate a real dataset tree and list every problem")
+    q.add_argument("--dataset", required=True, help="nyud, pascal-context, taskonomy, replica or multimnist")
+    q.add_argument("--data-root", required=True)
+    q.add_argument("--max-files", type=int, help="decode at most N samples per split (all are checked to exist)")
+    q.add_argument("--limit", type=int, default=200, help="print at most N problems")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("methods", help="table of balancing methods")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("grid", help="grid search over fixed loss weights (best validation Δm) vs AvgNorm's weights")
+    add_train_args(p)
+    p.add_argument("--grid", action="append", metavar="TASK=W1,W2,...",
+                   help="weights to try for a task (repeatable; tasks not given keep weight 1)")
+    p.add_argument("--compare", default="avgnorm",
+                   help="methods whose average weights are reported beside the grid's (comma-separated; none)")
+    p.set_defaults(func=cmd_grid)
     return parser
 
 

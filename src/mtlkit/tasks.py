@@ -21,7 +21,18 @@ import torch
 import torch.nn.functional as F
 
 from mtlkit._registry import Registry
-from mtlkit.metrics import DepthMeter, EdgeMeter, Meter, NormalsMeter, SaliencyMeter, SegmentationMeter
+from mtlkit.errors import MtlkitError
+from mtlkit.metrics import (
+    AccuracyMeter,
+    BSDSEdgeMeter,
+    DepthMeter,
+    EdgeMeter,
+    Meter,
+    NormalsMeter,
+    RegressionMeter,
+    SaliencyMeter,
+    SegmentationMeter,
+)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -149,19 +160,115 @@ def normals_task() -> Task:
 
 
 @TASKS.register("edge")
-def edge_task(max_dist: float = 0.011, pos_weight: float = 0.95) -> Task:
+def edge_task(
+    max_dist: float = 0.011,
+    pos_weight: float = 0.95,
+    protocol: str = "tolerance",
+    num_thresholds: int | None = None,
+    workers: int = 0,
+) -> Task:
+    """Edge detection; ``protocol="bsds"`` scores odsF by the BSDS protocol (thinning, one-to-one matching,
+    seism's 99 thresholds unless ``num_thresholds``; :class:`mtlkit.metrics.BSDSEdgeMeter`, used for the real
+    datasets), ``"tolerance"`` by the cheaper tolerance-matched F of :class:`mtlkit.metrics.EdgeMeter`."""
+    if protocol == "bsds":
+        def meter() -> Meter:
+            return BSDSEdgeMeter(max_dist=max_dist, thresholds=num_thresholds, workers=workers)
+    elif protocol == "tolerance":
+        def meter() -> Meter:
+            return EdgeMeter(max_dist=max_dist) if num_thresholds is None else EdgeMeter(max_dist, num_thresholds)
+    else:
+        raise MtlkitError(f"edge protocol must be 'bsds' or 'tolerance', got {protocol!r}")
+    params: dict[str, Any] = {"max_dist": max_dist, "pos_weight": pos_weight, "protocol": protocol}
+    if num_thresholds is not None:
+        params["num_thresholds"] = num_thresholds
+    if workers:
+        params["workers"] = workers
     return Task(
         "edge",
         1,
         lambda p, t: balanced_bce_loss(p, t, pos_weight),
-        lambda: EdgeMeter(max_dist=max_dist),
+        meter,
         "odsF",
         True,
         display="prob",
-        params={"max_dist": max_dist, "pos_weight": pos_weight},
+        params=params,
     )
 
 
 @TASKS.register("saliency")
 def saliency_task() -> Task:
     return Task("saliency", 1, bce_loss, SaliencyMeter, "maxF", True, display="prob")
+
+
+# ------------------------------------------------------------------------------- Taskonomy tasks
+# The 11 Taskonomy tasks of the seeds' Table 3, with targets normalised as Chen et al. (2023)'s loader does
+# (see mtlkit.data.taskonomy). Losses: L1 (the seeds use L1 for dense regression), MSE for curvature (Chen et
+# al.'s L2). Metrics: L1, RMSE for curvature, pooled over the split; depth targets use 0 for "no surface",
+# excluded from loss and metric.
+
+
+def masked_l1_loss(pred: torch.Tensor, target: torch.Tensor, ignore_zero: bool = False) -> torch.Tensor:
+    pred = pred.reshape(target.shape)
+    if not ignore_zero:
+        return (pred - target).abs().mean()
+    valid = target != 0
+    if not valid.any():
+        return _zero_loss(pred)
+    return (pred - target).abs()[valid].mean()
+
+
+def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(pred.reshape(target.shape), target)
+
+
+def _taskonomy(name: str, channels: int, display: str = "regression") -> Callable[..., Task]:
+    depth = name.startswith("depth_")
+    curvature = name == "principal_curvature"
+
+    def factory() -> Task:
+        return Task(
+            name=name,
+            channels=channels,
+            loss_fn=mse_loss if curvature else (lambda p, t: masked_l1_loss(p, t, ignore_zero=depth)),
+            meter_factory=lambda: RegressionMeter(ignore_value=0.0 if depth else None),
+            primary="rmse" if curvature else "l1",
+            higher_is_better=False,
+            display=display,
+        )
+
+    return factory
+
+
+for _name, _channels, _display in (
+    ("depth_euclidean", 1, "depth"),
+    ("depth_zbuffer", 1, "depth"),
+    ("edge_occlusion", 1, "regression"),
+    ("edge_texture", 1, "regression"),
+    ("keypoints2d", 1, "regression"),
+    ("keypoints3d", 1, "regression"),
+    ("normal", 3, "regression"),
+    ("principal_curvature", 2, "regression"),
+    ("reshading", 1, "regression"),
+    ("segment_unsup2d", 1, "regression"),
+    ("segment_unsup25d", 1, "regression"),
+):
+    TASKS.register(_name, _taskonomy(_name, _channels, _display))
+
+
+# ------------------------------------------------------------------------------- MultiMNIST tasks
+
+
+def classification_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(pred, target.long())
+
+
+def _digit(name: str) -> Callable[..., Task]:
+    def factory(num_classes: int = 10) -> Task:
+        return Task(name, num_classes, classification_loss, AccuracyMeter, "accuracy", True,
+                    kind="classification", display="labels", params={"num_classes": num_classes})
+
+    return factory
+
+
+TASKS.register("left", _digit("left"))
+TASKS.register("right", _digit("right"))

@@ -20,6 +20,7 @@ import yaml
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mtlkit import balancing, strategies
+from mtlkit.analysis import GradStatsRecorder
 from mtlkit.data import build_dataset
 from mtlkit.engine import _distributed as D
 from mtlkit.engine._logging import RunLogger
@@ -78,6 +79,7 @@ class Trainer:
             method, mopts = "fixed", {**mopts, "weights": dict(config.weights)}
         self.balancer = balancing.get(method, tasks=list(self.tasks), **mopts)
         self.strategy = strategies.get(config.strategy, **config.strategy_options)
+        self.grad_stats = GradStatsRecorder(config.grad_stats_every) if config.grad_stats_every else None
         self.optimizer = self._build_optimizer()
         total = config.iters
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -148,6 +150,7 @@ class Trainer:
             sync_grads=lambda: D.average_gradients([p for p in model.parameters()]),
             reduce_losses=D.average_values,
             needs_features=bool(getattr(self.balancer, "needs_features", False)),
+            grad_stats=self.grad_stats,
         )
 
     # ------------------------------------------------------------------ state

@@ -4,6 +4,7 @@ from mtlkit.metrics._base import Meter
 from mtlkit.metrics._delta_m import delta_m, relative_gain
 from mtlkit.metrics._depth import DepthMeter
 from mtlkit.metrics._edge import EdgeMeter, tolerance_counts
+from mtlkit.metrics._edge_bsds import BSDSEdgeMeter, bsds_counts, correspond_count
 from mtlkit.metrics._normals import NormalsMeter, angular_error
 from mtlkit.metrics._regression import AccuracyMeter, RegressionMeter
 from mtlkit.metrics._saliency import SaliencyMeter, f_measure
@@ -11,6 +12,7 @@ from mtlkit.metrics._segmentation import SegmentationMeter, confusion_matrix, io
 
 __all__ = [
     "AccuracyMeter",
+    "BSDSEdgeMeter",
     "DepthMeter",
     "EdgeMeter",
     "Meter",
@@ -19,7 +21,9 @@ __all__ = [
     "SaliencyMeter",
     "SegmentationMeter",
     "angular_error",
+    "bsds_counts",
     "confusion_matrix",
+    "correspond_count",
     "delta_m",
     "f_measure",
     "iou_per_class",
