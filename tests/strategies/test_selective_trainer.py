@@ -18,7 +18,8 @@ def test_cli_train_then_analyze(tmp_path):
     code = main([
         "train", "--dataset", "tiny-random", "--image-size", "16", "--iters", "4", "--batch-size", "4",
         "--eval-every", "0", "--strategy", "selective", "--strategy-opt", "warmup=2,attribution=official",
-        "--strategy-opt", "order=forward", "--lr-ts", "4", "--out", str(out), "--no-progress",
+        "--strategy-opt", "order=forward", "--lr-ts", "4", "--weights", "edge=50", "--out", str(out),
+        "--no-progress",
     ])
     assert code == 0
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -27,6 +28,7 @@ def test_cli_train_then_analyze(tmp_path):
     assert rows[0]["groups"] == [["semseg"], ["depth"], ["normals"], ["edge"]]  # order=forward
     assert rows[0]["affinity_tasks"] == ["semseg", "depth", "normals", "edge"]
     assert all(r["steps"] >= len(r["groups"]) for r in rows)
+    assert all(r["weights"] == {"semseg": 1.0, "depth": 1.0, "normals": 1.0, "edge": 50.0} for r in rows)
     assert main(["analyze", str(out)]) == 0
     assert {p.name for p in (out / "plots").iterdir()} >= {"affinity_pairs.png", "grouping_frequency.png",
                                                            "num_groups.png"}
@@ -56,7 +58,9 @@ def test_trainer_resume_is_exact(tiny_config, tmp_path):
     # warm-up is batch 0; the run is interrupted after batch 1 and resumed into the affinity-grouped batches
     full = tiny_config.replace(iters=4, eval_every=2, strategy="selective", strategy_options={"warmup": 0},
                                out=str(tmp_path / "full"))
-    Trainer(full).fit()
+    trainer = Trainer(full)
+    assert trainer.strategy.balancer_spec == ("equal", {})  # sub-group balancers: the run's method
+    trainer.fit()
     part = full.replace(out=str(tmp_path / "part"))
     t = Trainer(part)
     t.callbacks.append(_StopAt(2))
