@@ -98,12 +98,14 @@ def test_k_groups_give_k_steps_each_touching_only_its_heads(options, sizes):
         done += len(groups)
 
 
-def test_joint_grouping_is_plain_joint_training_bit_for_bit():
+@pytest.mark.parametrize("method", ["equal", "famo"])
+def test_joint_grouping_is_plain_joint_training_bit_for_bit(method):
     steps = 3
-    infos, opt_sel, model_sel = run(get("selective", grouping="joint"), steps)
+    infos, opt_sel, model_sel = run(get("selective", grouping="joint"), steps,
+                                    balancer=balancing.get(method, tasks=list(TASKS)))
     tasks, model, batch = micro_setup(0)
     opt = RecordingAdam(model)
-    ctx = make_ctx(model, tasks, opt)
+    ctx = make_ctx(model, tasks, opt, balancer=balancing.get(method, tasks=list(TASKS)))
     joint = get("joint")
     ref = []
     for i in range(steps):
@@ -115,6 +117,7 @@ def test_joint_grouping_is_plain_joint_training_bit_for_bit():
         for k in opt.state[q]:
             assert torch.equal(torch.as_tensor(opt_sel.state[p][k]), torch.as_tensor(opt.state[q][k]))
     assert [i["losses"] for i in infos] == [r["losses"] for r in ref]
+    assert [i["weights"] for i in infos] == [r["weights"] for r in ref]
     assert all(i["steps"] == 1 and i["groups"] == [list(TASKS)] for i in infos)  # never doubled
 
 
@@ -365,3 +368,71 @@ def test_fixed_weights_apply_within_each_group():
     infos, _, _ = run(get("selective", grouping="random", group_size=2, seed=0), steps=1, balancer=base)
     assert infos[0]["weights"] == {"semseg": 2.0, "depth": 1.0, "normals": 1.0, "edge": 50.0}
     assert infos[0]["steps"] == 2
+
+
+class PostStep(balancing.Equal):
+    """Records the losses handed to post_step (as FAMO wants them)."""
+
+    needs_post_step_losses = True
+    log: list[tuple[list[str], dict[str, float]]] = []
+
+    def post_step(self, losses):
+        type(self).log.append((list(self.tasks), {t: float(v) for t, v in losses.items()}))
+
+
+def test_post_step_losses_come_from_the_next_forward_then_one_extra():
+    PostStep.log = []
+    forwards: list[dict] = []
+
+    def reduce(values):
+        forwards.append(dict(values))
+        return values
+
+    strategy = get("selective", grouping="separate", order="forward")
+    strategy.configure_balancer("fixed", {"weights": {"edge": 50.0}})  # sub-groups come from the spec ...
+    strategy.balancer_factory = lambda ts: PostStep(ts)  # ... unless a factory is set
+    infos, _, _ = run(strategy, steps=1, reduce_losses=reduce)
+    assert [g for g, _ in PostStep.log] == [[t] for t in TASKS]
+    for k, (group, after) in enumerate(PostStep.log[:-1]):
+        assert after == {group[0]: forwards[k + 1][group[0]]}  # the next group's forward, same batch
+    assert len(forwards) == 4  # the last group's post-step losses come from an extra (unreduced) forward
+    assert infos[0]["weights"] == dict.fromkeys(TASKS, 1.0)
+
+
+def test_configured_balancers_are_built_per_group():
+    strategy = get("selective", grouping="random", group_size=2, seed=0)
+    strategy.configure_balancer("famo", {"w_lr": 0.05})
+    infos, _, _ = run(strategy, steps=2, balancer=balancing.get("famo", tasks=list(TASKS)))
+    assert all(i["steps"] == 2 and i["skipped"] == 0 for i in infos)
+    for key, b in strategy._balancers.items():
+        assert b.tasks == key.split("+") and b.logits.shape == (2,) and b.w_lr == 0.05
+    fixed = get("selective", grouping="separate")
+    fixed.configure_balancer("fixed", {"weights": {"semseg": 3.0, "edge": 50.0}})
+    infos, _, _ = run(fixed, steps=1)
+    assert infos[0]["weights"] == {"semseg": 3.0, "depth": 1.0, "normals": 1.0, "edge": 50.0}
+
+
+def test_unrestrictable_balancer_state_is_a_user_error():
+    with pytest.raises(MtlkitError, match="configure_balancer"):
+        run(get("selective", grouping="separate"), steps=1, balancer=balancing.get("famo", tasks=list(TASKS)))
+
+
+class FakeRecorder:
+    def __init__(self):
+        self.begun: list[list[str]] = []
+
+    def begin(self, losses, model=None, features=None, iteration=0):
+        self.begun.append(list(losses))
+        return self
+
+    def finish(self, info):
+        return {"weights_seen": dict(info["weights"])}
+
+
+def test_gradient_statistics_once_per_batch_for_all_tasks():
+    rec = FakeRecorder()
+    infos, _, _ = run(get("selective", grouping="random", group_size=2, seed=0), steps=2, grad_stats=rec)
+    assert rec.begun == [list(TASKS)] * 2
+    for info in infos:
+        first = info["groups"][0]
+        assert info["grad_stats"] == {"weights_seen": dict.fromkeys(first, 1.0), "update_group": first}

@@ -79,6 +79,8 @@ class Trainer:
             method, mopts = "fixed", {**mopts, "weights": dict(config.weights)}
         self.balancer = balancing.get(method, tasks=list(self.tasks), **mopts)
         self.strategy = strategies.get(config.strategy, **config.strategy_options)
+        if hasattr(self.strategy, "configure_balancer"):  # selective: one balancer of this method per group
+            self.strategy.configure_balancer(method, mopts)
         self.grad_stats = GradStatsRecorder(config.grad_stats_every) if config.grad_stats_every else None
         self.optimizer = self._build_optimizer()
         total = config.iters

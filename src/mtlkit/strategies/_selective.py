@@ -32,11 +32,16 @@ implements this as ``lr_ts`` (a multiplier of the task-specific parameter group'
 
 Balancing inside a group: the balancer only ever sees the group's losses. A group holding every task uses
 ``ctx.balancer`` itself (so ``grouping="joint"`` is exactly the joint strategy). Every other group gets its
-own balancer instance, made once per distinct group and kept (with its state) for the rest of the run: by
-``balancer_factory(tasks)`` when the trainer sets that attribute, else by copying the balancer as it was
-before its first use and restricting it to the group's tasks (``fixed`` keeps the group's weights).
+own balancer instance, made once per distinct group and kept (with its state) for the rest of the run:
+by ``balancer_factory(tasks)`` if set; else by ``balancing.get(method, tasks=group, **options)`` after
+:meth:`Selective.configure_balancer` (the trainer calls it; ``fixed`` keeps the group's weights); else, for
+use outside the trainer, by copying ``ctx.balancer`` as it was before its first use and restricting it to
+the group's tasks (fine for methods that size their state lazily; FAMO needs one of the first two).
 Balancers with learnable parameters (e.g. uncertainty weighting) are refused for proper sub-groups: the
-copies' parameters would not be optimised.
+copies' parameters would not be optimised. A balancer that wants its post-step losses (FAMO) gets them from
+the next group's forward on the same batch, or from one extra forward after the last group. Gradient
+statistics (``ctx.grad_stats``) are taken at the batch's first forward for all tasks, against the first
+group's update.
 
 Distributed: the values that feed the affinity go through ``ctx.reduce_losses`` and the random order and
 random groupings come from the strategy's own generator seeded identically on every process (``seed``;
@@ -160,8 +165,10 @@ class Selective(Strategy):
         self.convergence_iter = _as_int(convergence_iter, "convergence_iter", 1)
         self.group_norm = _as_bool(group_norm, "group_norm")
         self.seed = None if seed is None else _as_int(seed, "seed", 0)
-        #: optional ``fn(tasks) -> Balancer`` for the balancer of a proper sub-group (set by the trainer)
+        #: optional ``fn(tasks) -> Balancer`` for the balancer of a proper sub-group (overrides the next)
         self.balancer_factory: Callable[[list[str]], Any] | None = None
+        #: ``(method, options)`` for sub-group balancers, set by :meth:`configure_balancer`
+        self.balancer_spec: tuple[str, dict[str, Any]] | None = None
 
         self.tasks: list[str] | None = None
         self.affinity: ProximalAffinity | None = None
@@ -215,19 +222,47 @@ class Selective(Strategy):
         return found, "affinity"
 
     # ------------------------------------------------------------------------------------ balancers
+    def configure_balancer(self, method: str, options: dict[str, Any] | None = None) -> None:
+        """Build each sub-group's balancer as ``balancing.get(method, tasks=group, **options)`` (the trainer
+        calls this with its ``--method`` and ``--method-opt``); ``fixed`` keeps the group's weights."""
+        self.balancer_spec = (str(method), dict(options or {}))
+
+    def _new_balancer(self, group: list[str]) -> Any:
+        if self.balancer_factory is not None:
+            return self.balancer_factory(list(group))
+        if self.balancer_spec is not None:
+            from mtlkit import balancing
+
+            method, options = self.balancer_spec
+            if isinstance(options.get("weights"), dict):  # fixed weights name every task
+                options = {**options, "weights": {t: w for t, w in options["weights"].items() if t in group}}
+            return balancing.get(method, tasks=list(group), **options)
+        sized = [k for k, v in self._template.state_dict().items()
+                 if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == len(self.tasks)]
+        if sized:
+            raise MtlkitError(
+                f"method {getattr(self._template, 'name', '?')!r} keeps per-task state ({', '.join(sized)}) that "
+                "cannot be restricted to a task group; call Selective.configure_balancer(method, options) or set "
+                "balancer_factory (the trainer does the former)"
+            )
+        balancer = copy.deepcopy(self._template)
+        balancer.tasks = list(group)
+        if isinstance(balancer, Fixed):  # its weights name every task; keep the group's
+            balancer.fixed = {t: w for t, w in balancer.fixed.items() if t in group}
+        return balancer
+
+    def _scaled(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not self.group_norm:
+            return losses
+        return {t: v / len(losses) for t, v in losses.items()}
+
     def _balancer_for(self, group: list[str], ctx: StepContext) -> Any:
         if set(group) == set(self.tasks):
             return ctx.balancer
         key = "+".join(group)
         balancer = self._balancers.get(key)
         if balancer is None:
-            if self.balancer_factory is not None:
-                balancer = self.balancer_factory(list(group))
-            else:
-                balancer = copy.deepcopy(self._template)
-                balancer.tasks = list(group)
-                if isinstance(balancer, Fixed):  # its weights name every task; keep the group's
-                    balancer.fixed = {t: w for t, w in balancer.fixed.items() if t in group}
+            balancer = self._new_balancer(group)
             if list(balancer.parameters()):
                 raise MtlkitError(
                     f"method {getattr(balancer, 'name', type(balancer).__name__)!r} learns parameters, which "
@@ -251,6 +286,8 @@ class Selective(Strategy):
 
         first: dict[str, float] | None = None
         weights: dict[str, float] = {}
+        grad_stats = None
+        pending: tuple[Any, list[str]] | None = None  # a balancer waiting for its post-step losses (FAMO)
         steps = skipped = 0
         for group in schedule:
             ctx.optimizer.zero_grad(set_to_none=True)
@@ -260,23 +297,36 @@ class Selective(Strategy):
                 first = values
             finite = all(math.isfinite(v) for v in values.values())
             self.affinity.observe(group, values if finite else None)
+            if pending is not None:  # this forward is the previous group's "after the step" on the same batch
+                if finite:
+                    pending[0].post_step(self._scaled({t: losses[t].detach() for t in pending[1]}))
+                pending = None
             if not finite:
                 skipped += 1
                 continue
-            scale = 1.0 / len(group) if self.group_norm else None
-            group_losses = {t: (losses[t] * scale if scale is not None else losses[t]) for t in group}
-            info = self._balancer_for(group, ctx).backward(
-                group_losses,
+            rec = ctx.grad_stats if steps == 0 and grad_stats is None else None
+            stats = None if rec is None else rec.begin(losses, model=model, features=feats, iteration=ctx.iteration)
+            balancer = self._balancer_for(group, ctx)
+            info = balancer.backward(
+                self._scaled({t: losses[t] for t in group}),
                 shared=model.shared_parameters(),
                 features=feats if ctx.needs_features else None,
                 last_shared=model.last_shared_parameters(),
                 iteration=ctx.iteration,
                 model=model,
             )
+            if stats is not None:  # all tasks' gradients at the batch start vs the first group's update
+                grad_stats = {**stats.finish(info), "update_group": list(group)}
             ctx.sync_grads()
             ctx.optimizer.step()
             steps += 1
             weights.update({t: float(w) for t, w in (info or {}).get("weights", {}).items()})
+            if getattr(balancer, "needs_post_step_losses", False):
+                pending = (balancer, list(group))
+        if pending is not None:  # the last group's step: one more forward, as the joint strategy does
+            with torch.no_grad():
+                after, _ = compute_losses(ctx, batch)
+            pending[0].post_step(self._scaled({t: after[t] for t in pending[1]}))
         self.batches += 1
 
         out: dict[str, Any] = {
@@ -288,6 +338,8 @@ class Selective(Strategy):
             "steps": steps,
             "skipped": skipped,
         }
+        if grad_stats is not None:
+            out["grad_stats"] = grad_stats
         if not self._announced:  # the matrix's row/column order, once per process start
             out["affinity_tasks"] = list(self.tasks)
             self._announced = True
