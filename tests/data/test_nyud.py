@@ -206,3 +206,9 @@ def test_cli_data_check(tree, capsys) -> None:
     out = capsys.readouterr().out
     assert f"edge/{FRAMES[1]}.png: missing file" in out and "1 problem(s)" in out
     assert main(["data", "check", "--dataset", "nope", "--data-root", str(root)]) == 2
+
+
+def test_unknown_option_is_a_user_error(tree) -> None:
+    root, _ = tree
+    with pytest.raises(MtlkitError, match="nyud has no option colour; its options: cat_max_ratio, colour_jitter"):
+        build_dataset("nyud", "train", root=root, colour=False)

@@ -26,6 +26,18 @@ def select_tasks(dataset: str, available: Sequence[str], tasks: Sequence[str] | 
     return tuple(t for t in available if t in tasks)
 
 
+#: options every dense dataset accepts (``--dataset-opt key=value``), see :class:`DenseDataset`
+DENSE_OPTIONS = ("scale_range", "colour_jitter", "flip", "cat_max_ratio", "edge_protocol", "edge_thresholds",
+                 "edge_workers")
+
+
+def check_options(dataset: str, options: dict[str, Any], accepted: Sequence[str]) -> None:
+    """An unknown dataset option is an error listing the valid ones (not a TypeError deep in a constructor)."""
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise MtlkitError(f"{dataset} has no option {', '.join(unknown)}; its options: {', '.join(sorted(accepted))}")
+
+
 def check_split(split: str) -> None:
     if split not in SPLITS:
         raise MtlkitError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")

@@ -26,7 +26,7 @@ import torch
 
 from mtlkit.data._base import MultiTaskDataset, normalize_image
 from mtlkit.data._check import CHECKERS, Problem, ProblemList
-from mtlkit.data._dense import check_split, select_tasks
+from mtlkit.data._dense import check_options, check_split, select_tasks
 from mtlkit.data._io import require_root
 from mtlkit.data._registry import DATASETS
 from mtlkit.errors import MtlkitError
@@ -112,8 +112,7 @@ def build_multimnist(
 ) -> MultiMNIST:
     """MultiMNIST split ``split`` from the MNIST idx files in ``root`` (see module docstring)."""
     check_split(split)
-    if options:
-        raise MtlkitError(f"multimnist has no option(s) {', '.join(sorted(options))}; options: seed")
+    check_options("multimnist", options, ("seed",))
     chosen = select_tasks("multimnist", MULTIMNIST_TASKS, tasks)
     if not isinstance(image_size, int):
         image_size = int(image_size[0])

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mtlkit.data._check import CHECKERS, Problem, ProblemList
-from mtlkit.data._dense import DenseDataset, select_tasks
+from mtlkit.data._dense import DENSE_OPTIONS, DenseDataset, check_options, select_tasks
 from mtlkit.data._io import layout_error, read_image, read_lines, read_npy, read_rgb, require_root
 from mtlkit.data._registry import DATASETS
 from mtlkit.data.transforms import Sample, resize
@@ -127,6 +127,7 @@ def build_nyud(
     **options: Any,
 ) -> NYUDv2:
     """NYUD-v2 split ``split`` from ``root`` (see module docstring); ``variant``: auto | atrc | nyud_mt."""
+    check_options("nyud", options, (*DENSE_OPTIONS, "variant"))
     chosen = select_tasks("nyud", NYUD_TASKS, tasks)
     base = resolve_root(root)
     listing = split_file(base, split)

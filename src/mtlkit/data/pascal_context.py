@@ -38,7 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from mtlkit.data._check import CHECKERS, Problem, ProblemList
-from mtlkit.data._dense import DenseDataset, select_tasks
+from mtlkit.data._dense import DENSE_OPTIONS, DenseDataset, check_options, select_tasks
 from mtlkit.data._io import layout_error, read_image, read_lines, read_mat, read_rgb, require_root
 from mtlkit.data._registry import DATASETS
 from mtlkit.data.transforms import Sample, resize
@@ -250,6 +250,7 @@ def build_pascal_context(
     **options: Any,
 ) -> PascalContext:
     """PASCAL-Context split ``split`` from ``root`` (see module docstring)."""
+    check_options("pascal-context", options, (*DENSE_OPTIONS, "num_human_parts", "db_info", "edge_eval_gt"))
     chosen = select_tasks("pascal-context", PASCAL_TASKS, tasks)
     if num_human_parts not in HUMAN_PARTS:
         raise MtlkitError(f"num_human_parts must be one of {sorted(HUMAN_PARTS)}, got {num_human_parts!r}")

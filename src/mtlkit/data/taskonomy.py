@@ -46,7 +46,7 @@ from scipy import ndimage
 
 from mtlkit.data._base import MultiTaskDataset
 from mtlkit.data._check import CHECKERS, Problem, ProblemList
-from mtlkit.data._dense import DenseDataset, check_split, select_tasks
+from mtlkit.data._dense import DENSE_OPTIONS, DenseDataset, check_options, check_split, select_tasks
 from mtlkit.data._io import read_image, read_rgb, require_root
 from mtlkit.data._omnidata import View, find_split_csv, index_views, list_views, read_split_csv, task_dir, view_file
 from mtlkit.data._registry import DATASETS
@@ -174,10 +174,12 @@ def build_taskonomy(
     resize: int = 256,
     merge_train_val: bool = False,
     strict: bool = False,
+    **options: Any,
 ) -> Taskonomy:
     """Taskonomy split ``split`` (see module docstring). ``split_size``: which ``train_val_test_<size>.csv``
     (default: the only one present); ``strict``: fail instead of dropping views with a missing task file."""
     check_split(split)
+    check_options("taskonomy", options, ("split_size", "resize", "merge_train_val", "strict"))
     chosen = select_tasks("taskonomy", TASKONOMY_TASKS, tasks)
     if not isinstance(image_size, int):
         h, w = image_size
@@ -275,6 +277,7 @@ def build_replica(
 ) -> Replica:
     """Omnidata Replica split ``split`` (see module docstring)."""
     check_split(split)
+    check_options("replica", options, (*DENSE_OPTIONS, "split_size", "num_classes", "strict"))
     chosen = select_tasks("replica", REPLICA_TASKS, tasks)
     base = require_root("replica", root, REPLICA_LAYOUT)
     csv = find_split_csv(base, "replica", split_size, REPLICA_LAYOUT)

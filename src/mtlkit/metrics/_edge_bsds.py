@@ -77,10 +77,11 @@ def _disk_offsets(radius: float) -> tuple[np.ndarray, np.ndarray]:
 def correspond_count(pred: np.ndarray, gt: np.ndarray, max_dist: float) -> int:
     """Size of a maximum one-to-one matching of ``pred`` to ``gt`` pixels within ``max_dist`` x diagonal.
 
-    All allowed pairs are enumerated offset by offset from the smaller side; along the way a greedy
-    nearest-first matching is built (within one offset the pairs are disjoint, so a whole offset is matched
-    at once). When it already matches every node of one side that has a partner in reach it is maximum;
-    otherwise a unit-capacity max flow (Dinic, i.e. Hopcroft-Karp) on the pairs gives the maximum.
+    All allowed pairs are enumerated offset by offset (nearest first) from the smaller side, and a greedy
+    matching is built along the way (within one offset the pairs are disjoint, so a whole offset is matched
+    at once). When it matches every pixel of one side that has a partner in reach, no augmenting path can
+    exist and it is maximum; otherwise a unit-capacity max flow (Dinic, i.e. Hopcroft-Karp) on all allowed
+    pairs gives the maximum.
     """
     pred = np.asarray(pred, dtype=bool)
     gt = np.asarray(gt, dtype=bool)
@@ -99,31 +100,35 @@ def correspond_count(pred: np.ndarray, gt: np.ndarray, max_dist: float) -> int:
     centre = ((ay + pad) * stride + (ax + pad)).astype(np.int64)
     # neighbours[k, i] = index of the large-side pixel at offset k of small-side pixel i (-1: none)
     neighbours = b_index.ravel()[(dy * stride + dx)[:, None] + centre[None, :]]
-    a_free = np.ones(n_a, dtype=bool)
-    b_free = np.ones(n_b, dtype=bool)
-    greedy = 0
+    matched_a = np.zeros(n_a, dtype=bool)
+    matched_b = np.zeros(n_b, dtype=bool)
+    free = np.arange(n_a)
     for col in neighbours:
-        a = np.flatnonzero((col >= 0) & a_free)
-        if a.size == 0:
-            continue
-        b = col[a]
-        take = b_free[b]
-        a_free[a[take]] = False
-        b_free[b[take]] = False
-        greedy += int(take.sum())
-    k_idx, rows_a = np.nonzero(neighbours >= 0)
-    if rows_a.size == 0:
-        return 0
-    cols_a = neighbours[k_idx, rows_a].astype(np.int64)
-    used_a = np.flatnonzero(np.bincount(rows_a, minlength=n_a))
-    used_b = np.flatnonzero(np.bincount(cols_a, minlength=n_b))
-    if greedy == min(used_a.size, used_b.size):
+        b = col[free]
+        hit = b >= 0
+        a, b = free[hit], b[hit]
+        take = ~matched_b[b]
+        if take.any():
+            matched_a[a[take]] = True
+            matched_b[b[take]] = True
+            free = free[~matched_a[free]]
+            if free.size == 0:
+                break
+    greedy = int(matched_a.sum())
+    valid = neighbours >= 0
+    reach_a = valid.any(0)
+    reach_b = np.zeros(n_b, dtype=bool)
+    reach_b[neighbours[valid]] = True
+    if greedy == min(int(reach_a.sum()), int(reach_b.sum())):
         return greedy
-    # unit-capacity flow source -> small side -> large side -> sink
+    # unit-capacity flow source -> small side -> large side -> sink over every allowed pair
+    k_idx, rows_a = np.nonzero(valid)
+    cols_a = neighbours[k_idx, rows_a].astype(np.int64)
+    used_a, used_b = np.flatnonzero(reach_a), np.flatnonzero(reach_b)
     src, sink = n_a + n_b, n_a + n_b + 1
     tails = np.concatenate([np.full(used_a.size, src), rows_a, n_a + used_b])
     heads = np.concatenate([used_a, n_a + cols_a, np.full(used_b.size, sink)])
-    graph = csr_matrix((np.ones(tails.size, dtype=np.int32), (tails, heads)), shape=(n_a + n_b + 2, n_a + n_b + 2))
+    graph = csr_matrix((np.ones(tails.size, dtype=np.int32), (tails, heads)), shape=(n_a + n_b + 2,) * 2)
     return int(maximum_flow(graph, src, sink, method="dinic").flow_value)
 
 
@@ -157,18 +162,18 @@ def bsds_counts(
     gt = np.asarray(gt, dtype=bool)
     n_gt = int(gt.sum())
     out = np.zeros((len(thresholds), 4), dtype=np.float64)
-    previous: tuple[np.ndarray, int] | None = None
     q = np.floor(255.0 * np.asarray(prob, dtype=np.float64)) / 255.0 if quantize else None
+    previous: tuple[np.ndarray, int, int] | None = None  # (binary map before thinning, its size, matches)
     for i, t in enumerate(thresholds):
         bmap = q > t if quantize else prob >= t
-        if apply_thin:
-            bmap = thin(bmap)
         if previous is not None and np.array_equal(previous[0], bmap):
-            matched = previous[1]
+            _, size, matched = previous  # consecutive thresholds often select the same pixels
         else:
-            matched = count(bmap, gt, max_dist) if n_gt else 0
-            previous = (bmap, matched)
-        out[i] = (matched, bmap.sum(), matched, n_gt)
+            thinned = thin(bmap) if apply_thin else bmap
+            size = int(thinned.sum())
+            matched = count(thinned, gt, max_dist) if n_gt else 0
+            previous = (bmap, size, matched)
+        out[i] = (matched, size, matched, n_gt)
     return out
 
 
