@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mtlkit-installed
+# OpenMP threads that sleep instead of spinning: small models on a shared 2-core machine run far faster.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test lint bench clean
 
@@ -12,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel of PyTorch, only when no torch is installed (never a CUDA build).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,solvers]"
 	touch $(STAMP)
 
 demo: $(STAMP)

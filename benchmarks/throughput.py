@@ -9,7 +9,10 @@ If the ``synthetic-nyud`` dataset is registered: images/s of rendering a fresh t
 cache folder, so nothing is reused) in one process and with the generator's default worker processes, and
 samples/s of reading items from the rendered split.
 
-    python benchmarks/throughput.py [--threads 2] [--all] [--out benchmarks/results/throughput.json]
+    python benchmarks/throughput.py [--threads 2] [--all] [--omp-passive] [--out benchmarks/results/throughput.json]
+
+Wall-clock numbers are only meaningful on an otherwise idle machine: the JSON records the 1-minute load
+average and, per preset, the process CPU time as well.
 """
 
 from __future__ import annotations
@@ -26,11 +29,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+if __name__ == "__main__" and "--omp-passive" in sys.argv:
+    # must be set before the OpenMP runtime starts, i.e. before torch is imported
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
-from mtlkit.data import DATASETS, build_dataset
-from mtlkit.models import build_model
-from mtlkit.tasks import make_task
+import torch  # noqa: E402
+
+from mtlkit.data import DATASETS, build_dataset  # noqa: E402
+from mtlkit.models import build_model  # noqa: E402
+from mtlkit.tasks import make_task  # noqa: E402
 
 DEFAULT_PRESETS = ("micro", "tiny", "small", "base")
 TASKS = ("semseg", "depth", "normals", "edge")
@@ -160,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         "--gen-images-parallel", type=int, default=512, help="images to render with the default workers (0 = skip)"
     )
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument(
+        "--omp-passive",
+        action="store_true",
+        help="OMP_WAIT_POLICY=PASSIVE: OpenMP threads sleep instead of spinning at barriers; on a CPU shared with "
+        "other busy processes, spinning threads can make small models many times slower",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput.json"))
     args = ap.parse_args(argv)
@@ -195,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },
         "config": {
             "tasks": list(TASKS),
@@ -210,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"training iteration, {len(TASKS)} dense tasks, batch {args.batch_size}, "
-          f"{args.image_size}x{args.image_size}, patch {args.patch_size}, {torch.get_num_threads()} threads, {device}")
+    print(
+        f"training iteration, {len(TASKS)} dense tasks, batch {args.batch_size}, {args.image_size}x{args.image_size}, "
+        f"patch {args.patch_size}, {torch.get_num_threads()} threads, {device}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, load {result['machine']['load_avg_1m']}"
+    )
     print(
         f"{'preset':<8} {'dim':>5} {'depth':>5} {'heads':>5} {'params M':>9} {'iters':>5} {'s/iter':>8} "
         f"{'img/s':>7} {'cpu s/iter':>10}"

@@ -4,7 +4,7 @@ Balancing methods (loss weightings, gradient aggregators, AvgNorm), selective ta
 DTME-MTL token modulation / expansion, benchmarks with their exact metrics, and diagnostics.
 """
 
-from mtlkit import balancing, data, metrics, models
+from mtlkit import balancing, data, dtme, metrics, models  # dtme registers its model transforms and plots
 from mtlkit.errors import MtlkitError, UnknownNameError
 from mtlkit.tasks import TASKS, Task, make_task
 
@@ -17,6 +17,7 @@ __all__ = [
     "UnknownNameError",
     "balancing",
     "data",
+    "dtme",
     "make_task",
     "metrics",
     "models",

@@ -1,4 +1,4 @@
-"""The ``mtlkit`` command line: train | eval | bench | analyze | data | methods.
+"""The ``mtlkit`` command line: train | eval | bench | analyze | data | methods | grid.
 
 User errors (unknown names, bad values, missing files) print one line and exit with code 2.
 """
@@ -68,6 +68,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy-opt", action="append", metavar="KEY=VALUE", help="strategy option (repeatable)")
     p.add_argument("--dataset-opt", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
     p.add_argument("--weights", metavar="TASK=W,...", help="fixed loss weights (implies --method fixed)")
+    for name, what in (("dtme", "DTME-MTL token modulation / expansion"), ("recon", "the Recon baseline")):
+        p.add_argument(f"--{name}", nargs="?", const="", action="append", metavar="KEY=VALUE,...",
+                       help=f"expand the model with {what} during training (options optional, see mtlkit.dtme)")
+        p.add_argument(f"--{name}-opt", action="append", metavar="KEY=VALUE", help=f"--{name} option (repeatable)")
     p.add_argument("--single-task", action="store_true", default=None, help="train one model per task (baselines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -81,7 +85,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if v is not None:
             values[key] = typ(v) if typ is _tasks else v
     if args.method_opt:
-        values["method_options"] = parse_kv(args.method_opt, "--method-opt")
+        from mtlkit.balancing import parse_method_options
+
+        values["method_options"] = parse_method_options(args.method_opt)
     if args.strategy_opt:
         values["strategy_options"] = parse_kv(args.strategy_opt, "--strategy-opt")
     if args.dataset_opt:
@@ -94,7 +100,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if getattr(args, "no_progress", False):
         values["progress"] = False
     for extra in ("dtme", "recon"):
-        if getattr(args, extra, None) is not None:
+        if getattr(args, extra, None) is not None or getattr(args, f"{extra}_opt", None):
             values[extra] = args_extra(args, extra)
     if args.config:
         return TrainConfig.from_yaml(args.config, values)
@@ -102,7 +108,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def args_extra(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    return parse_kv(getattr(args, name), f"--{name}")
+    """``--dtme`` / ``--dtme on`` (defaults), ``--dtme rho=0.25,tokens=6`` and ``--dtme-opt key=value`` -> options."""
+    items = [i for i in (getattr(args, name, None) or []) if i.strip().lower() not in ("", "on", "true")]
+    return parse_kv(items + list(getattr(args, f"{name}_opt", None) or []), f"--{name}")
 
 
 def check_names(cfg: Any) -> None:
@@ -120,6 +128,10 @@ def check_names(cfg: Any) -> None:
     if cfg.weights is None:
         balancing.get(cfg.method, **cfg.method_options)
     strategies.get(cfg.strategy, **cfg.strategy_options)
+    if cfg.dtme is not None or cfg.recon is not None:
+        from mtlkit.dtme import make_callbacks
+
+        make_callbacks(cfg)  # validates the --dtme / --recon options
     if cfg.image_size % (cfg.patch_size or _preset_patch(cfg.model)):
         raise MtlkitError(
             f"image_size={cfg.image_size}: must be divisible by the patch size "
@@ -253,16 +265,26 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from mtlkit.balancing import BALANCERS
+    from mtlkit.balancing import methods_table
 
-    rows = []
-    for n in BALANCERS.names():
-        cls = BALANCERS.get(n)
-        opts = ", ".join(f"{k}={v}" for k, v in cls.options.items())
-        rows.append((n, cls.kind, cls.paper, opts))
-    w = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
+    print(methods_table())
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from mtlkit.balancing._grid import grid_search, parse_grid
+
+    grid = parse_grid(args.grid)
+    if not grid:
+        raise MtlkitError("mtlkit grid needs at least one --grid TASK=W1,W2,... (e.g. --grid edge=1,10,50)")
+    compare = [] if args.compare in ("", "none") else (_tasks(args.compare) or [])
+    if args.out is None:
+        args.out = "runs/grid"
+    cfg = config_from_args(args)
+    check_names(cfg)
+    result = grid_search(cfg, grid, cfg.out, compare=compare, progress=cfg.progress)
+    print(result["markdown"])
+    print(f"results: {cfg.out}/grid.md, grid.json")
     return 0
 
 
@@ -315,6 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="table of balancing methods")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("grid", help="grid search over fixed loss weights (best validation Δm) vs AvgNorm's weights")
+    add_train_args(p)
+    p.add_argument("--grid", action="append", metavar="TASK=W1,W2,...",
+                   help="weights to try for a task (repeatable; tasks not given keep weight 1)")
+    p.add_argument("--compare", default="avgnorm",
+                   help="methods whose average weights are reported beside the grid's (comma-separated; none)")
+    p.set_defaults(func=cmd_grid)
     return parser
 
 

@@ -137,3 +137,14 @@ def test_a_few_adam_steps_lower_the_total_loss() -> None:
     assert info["weights"] == dict.fromkeys(tasks, 1.0)
     after = total()
     assert after < 0.9 * before, (before, after)
+
+
+def test_frozen_backbone_parameters_are_not_shared() -> None:
+    model = build_model("micro", four_tasks(), img_size=SIZE)
+    for p in model.backbone.blocks[0].parameters():
+        p.requires_grad_(False)
+    frozen = set(ids(model.backbone.blocks[0].parameters()))
+    shared = set(ids(model.shared_parameters()))
+    assert not shared & frozen
+    assert shared | frozen == set(ids(model.backbone.parameters()))
+    assert set(ids(model.last_shared_parameters())) <= shared

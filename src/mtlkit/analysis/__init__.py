@@ -1,5 +1,17 @@
 """Diagnostics: gradient statistics, inter-task affinity, token-space conflicts, and their plots."""
 
+from mtlkit.analysis._affinity_plots import grouping_frequency, load_selective_log, plot_affinity
+from mtlkit.analysis._gradstats import GradStatsRecorder, gradient_statistics, plot_grad_stats, plot_weights
 from mtlkit.analysis._registry import PLOTTERS, Plotter
 
-__all__ = ["PLOTTERS", "Plotter"]
+__all__ = [
+    "PLOTTERS",
+    "GradStatsRecorder",
+    "Plotter",
+    "gradient_statistics",
+    "grouping_frequency",
+    "load_selective_log",
+    "plot_affinity",
+    "plot_grad_stats",
+    "plot_weights",
+]

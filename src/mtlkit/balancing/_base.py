@@ -12,6 +12,7 @@ Task order is the order of the ``losses`` dict; stateful methods fix it at the f
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -36,8 +37,20 @@ class Balancer(ABC):
     paper: ClassVar[str] = ""
     #: the options the method takes, for ``mtlkit methods`` (name -> default)
     options: ClassVar[dict[str, Any]] = {}
+    #: the method uses per-task gradients: the trainer passes the shared features (a cut point that makes
+    #: per-task gradients cheaper; see :mod:`mtlkit.balancing._grads`)
+    needs_features: ClassVar[bool] = False
+    #: optional packages the method needs (checked at construction; the install hint names the extra)
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: the strategy should call :meth:`post_step` with the losses re-computed after the optimizer step
+    needs_post_step_losses: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[str] | None = None) -> None:
+        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            raise MtlkitError(
+                f"method {self.name!r} needs {', '.join(missing)}: install them with pip install 'mtlkit[solvers]'"
+            )
         self.tasks: list[str] | None = list(tasks) if tasks is not None else None
 
     def _check_tasks(self, losses: Losses) -> None:
@@ -60,6 +73,10 @@ class Balancer(ABC):
     def parameters(self) -> list[nn.Parameter]:
         """Learnable parameters of the method itself (e.g. UW's log-variances): the trainer optimises them."""
         return []
+
+    def post_step(self, losses: Losses) -> None:  # noqa: B027  (most methods need nothing after the step)
+        """Called by the strategy after the optimizer step with the same batch's losses re-computed (no
+        graph), when :attr:`needs_post_step_losses` is set (FAMO's exact update)."""
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (tensors and plain values)."""
@@ -137,3 +154,49 @@ class Fixed(WeightedSum):
     def weights(self, losses, **context):
         self._check_weight_names(list(losses))
         return {t: self.fixed.get(t, 1.0) for t in losses}
+
+
+# ------------------------------------------------------------------------------------ helpers
+def resolve_shared(method: str, shared: Sequence[nn.Parameter] | None, context: dict[str, Any]) -> list[nn.Parameter]:
+    """The shared parameters: as given, else ``context["model"].shared_parameters()``."""
+    if shared is None and context.get("model") is not None:
+        shared = context["model"].shared_parameters()
+    params = [p for p in (shared or []) if p.requires_grad]
+    if not params:
+        raise MtlkitError(
+            f"{method}: needs the shared parameters: call backward(losses, shared=model.shared_parameters())"
+        )
+    return params
+
+
+def resolve_last_shared(
+    method: str, shared: Sequence[nn.Parameter] | None, context: dict[str, Any]
+) -> list[nn.Parameter]:
+    """The last shared layer: ``context["last_shared"]``, else ``model.last_shared_parameters()``."""
+    last = context.get("last_shared")
+    if last is None and context.get("model") is not None:
+        last = context["model"].last_shared_parameters()
+    params = [p for p in (last or []) if p.requires_grad]
+    if not params:
+        raise MtlkitError(
+            f"{method}: needs the last shared layer: pass last_shared=model.last_shared_parameters() "
+            "(or the option params=all)"
+        )
+    return params
+
+
+def place(param: nn.Parameter, device: torch.device) -> None:
+    """Move a method's own parameter to ``device`` in place (the optimizer keeps the same object)."""
+    if param.device != device:
+        param.data = param.data.to(device)
+        if param.grad is not None:
+            param.grad = param.grad.to(device)
+
+
+def need_tasks(method: str, tasks: list[str] | None) -> list[str]:
+    if tasks is None:
+        raise MtlkitError(
+            f"{method} has learnable parameters and needs the task names when built: "
+            f"mtlkit.balancing.get({method!r}, tasks=[...])"
+        )
+    return tasks

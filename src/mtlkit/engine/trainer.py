@@ -20,6 +20,7 @@ import yaml
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mtlkit import balancing, strategies
+from mtlkit.analysis import GradStatsRecorder
 from mtlkit.data import build_dataset
 from mtlkit.engine import _distributed as D
 from mtlkit.engine._logging import RunLogger
@@ -29,6 +30,7 @@ from mtlkit.engine.checkpoint import load_resume, save_model, save_resume
 from mtlkit.engine.config import TrainConfig
 from mtlkit.engine.evaluate import evaluate, to_device
 from mtlkit.engine.visualize import save_predictions
+from mtlkit.errors import MtlkitError
 from mtlkit.metrics import delta_m
 from mtlkit.models import build_model
 
@@ -77,6 +79,9 @@ class Trainer:
             method, mopts = "fixed", {**mopts, "weights": dict(config.weights)}
         self.balancer = balancing.get(method, tasks=list(self.tasks), **mopts)
         self.strategy = strategies.get(config.strategy, **config.strategy_options)
+        if hasattr(self.strategy, "configure_balancer"):  # selective: one balancer of this method per group
+            self.strategy.configure_balancer(method, mopts)
+        self.grad_stats = GradStatsRecorder(config.grad_stats_every) if config.grad_stats_every else None
         self.optimizer = self._build_optimizer()
         total = config.iters
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -147,6 +152,7 @@ class Trainer:
             sync_grads=lambda: D.average_gradients([p for p in model.parameters()]),
             reduce_losses=D.average_values,
             needs_features=bool(getattr(self.balancer, "needs_features", False)),
+            grad_stats=self.grad_stats,
         )
 
     # ------------------------------------------------------------------ state
@@ -259,8 +265,11 @@ class Trainer:
             if found is not None:
                 path, base = found
                 metrics["baseline"] = str(path)
-                metrics["delta_m"] = delta_m(test["primary"], base["test"], higher)
-                metrics["val_delta_m"] = delta_m(val["primary"], base["val"], higher)
+                try:
+                    metrics["delta_m"] = delta_m(test["primary"], base["test"], higher)
+                    metrics["val_delta_m"] = delta_m(val["primary"], base["val"], higher)
+                except MtlkitError as e:  # e.g. a baseline metric of 0: report why, never lose the run
+                    metrics["delta_m_error"] = str(e)
         for cb in self.callbacks:
             extra = getattr(cb, "report", None)
             if extra is not None:

@@ -57,13 +57,14 @@ class MultiTaskModel(nn.Module):
         return list(self.heads[task].parameters()) + self._backbone_task_parameters(task)
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Backbone parameters shared by all tasks (excludes every task-specific backbone parameter)."""
+        """Trainable backbone parameters shared by all tasks (excludes every task-specific backbone parameter
+        and frozen ones, e.g. a backbone frozen after DTME expansion)."""
         specific = {id(p) for t in self.tasks for p in self._backbone_task_parameters(t)}
-        return [p for p in self.backbone.parameters() if id(p) not in specific]
+        return [p for p in self.backbone.parameters() if id(p) not in specific and p.requires_grad]
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """The last shared layer (AvgNorm's default gradient source); all shared ones if unknown."""
         fn = getattr(self.backbone, "last_layer_parameters", None)
         specific = {id(p) for t in self.tasks for p in self._backbone_task_parameters(t)}
         params = list(fn()) if fn is not None else self.shared_parameters()
-        return [p for p in params if id(p) not in specific]
+        return [p for p in params if id(p) not in specific and p.requires_grad]

@@ -37,6 +37,8 @@ class StepContext:
     reduce_losses: Callable[[dict[str, float]], dict[str, float]] = field(default=_identity)
     #: the balancer works on the shared representation (MGDA-UB style) and needs the features
     needs_features: bool = False
+    #: optional gradient-statistics recorder (``mtlkit.analysis.GradStatsRecorder``); None = off
+    grad_stats: Any = None
 
 
 def compute_losses(ctx: StepContext, batch: dict[str, torch.Tensor], tasks: list[str] | None = None):
@@ -98,9 +100,17 @@ class Joint(Strategy):
         values = ctx.reduce_losses({t: float(v.detach()) for t, v in losses.items()})
         if not all(math.isfinite(v) for v in values.values()):
             return {"losses": values, "skipped": 1, "steps": 0}
+        rec = ctx.grad_stats
+        pending = None if rec is None else rec.begin(losses, model=ctx.model, features=feats, iteration=ctx.iteration)
         info = balanced_backward(ctx, losses, feats)
+        if pending is not None:
+            info["grad_stats"] = pending.finish(info)
         ctx.sync_grads()
         ctx.optimizer.step()
+        if getattr(ctx.balancer, "needs_post_step_losses", False):  # FAMO: same batch's losses after the step
+            with torch.no_grad():
+                after, _ = compute_losses(ctx, batch)
+            ctx.balancer.post_step(after)
         info.update(losses=values, skipped=0, steps=1)
         return info
 

@@ -1,0 +1,347 @@
+"""Per-task gradients from one forward: the Jacobian of the task losses with respect to shared parameters.
+
+The network is split at the shared features ``z`` (the backbone's outputs that every head reads), as
+TorchJD's ``mtl_backward`` does:
+
+1. head pass: for each task, one ``autograd.grad`` of ``L_t`` with respect to ``z`` and the task's own
+   parameters (only head t's graph is traversed, so the T calls together cost one backward of the heads);
+2. backbone pass: the T feature gradients are stacked and pulled back through the backbone in one
+   batched vector-Jacobian product (``torch.vmap`` over the task dimension, ``is_grads_batched``), or in
+   chunks of ``chunk_size`` tasks (1 = a loop of T plain backward passes, the memory fallback);
+3. one final backward through the backbone with the combined feature gradient ``Σ_t w_t ∂L_t/∂z``
+   (loss weightings) or the aggregated parameter gradient written into ``.grad`` (aggregators).
+
+Without features (a user loop that does not pass them) the same quantities come from the losses directly:
+``autograd.grad`` of the stacked losses, batched over the task dimension, then one backward of Σ w_t L_t.
+
+``chunk_size=None`` picks all tasks at once on accelerators and the loop on CPU, where batching the
+backward does not pay (``benchmarks/step_overhead.py`` measures both).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mtlkit.errors import MtlkitError
+
+Features = Sequence[Tensor] | dict[str, Sequence[Tensor]] | Tensor | None
+
+
+def flatten_features(features: Features) -> tuple[list[Tensor], bool]:
+    """Unique feature tensors that need grad, and whether all tasks share them (not a per-task dict)."""
+    if features is None:
+        return [], True
+    shared = not isinstance(features, dict)
+    if isinstance(features, Tensor):
+        items: Iterable[Tensor] = [features]
+    elif isinstance(features, dict):
+        items = [f for fs in features.values() for f in ([fs] if isinstance(fs, Tensor) else fs)]
+    else:
+        items = features
+    out, seen = [], set()
+    for f in items:
+        if isinstance(f, Tensor) and f.requires_grad and f.grad_fn is not None and id(f) not in seen:
+            seen.add(id(f))
+            out.append(f)
+    return out, shared
+
+
+def graph_leaves(roots: Sequence[Tensor], stop: Sequence[Tensor] = ()) -> list[Tensor]:
+    """Leaf tensors (parameters) in the autograd graph of ``roots``, not looking past ``stop`` tensors."""
+    excluded = {f.grad_fn for f in stop if f.grad_fn is not None}
+    todo = deque(r.grad_fn for r in roots if r.grad_fn is not None and r.grad_fn not in excluded)
+    seen = set(todo) | excluded
+    leaves, ids = [], set()
+    while todo:
+        node = todo.popleft()
+        var = getattr(node, "variable", None)
+        if var is not None and id(var) not in ids:
+            ids.add(id(var))
+            leaves.append(var)
+        for child, _ in node.next_functions:
+            if child is not None and child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return leaves
+
+
+def _zeros_for_none(grads: Sequence[Tensor | None], like: Sequence[Tensor]) -> list[Tensor]:
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, like, strict=True)]
+
+
+def _default_chunk(device: torch.device, chunk_size: int | None, n: int) -> int:
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise MtlkitError(f"chunk_size must be >= 1 (or None for automatic), got {chunk_size}")
+        return chunk_size
+    return 1 if device.type == "cpu" else n
+
+
+def batched_vjp(
+    outputs: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    stacked_grads: Sequence[Tensor],
+    chunk_size: int | None = None,
+    retain_graph: bool = True,
+) -> list[Tensor]:
+    """Rows ``J_k = Σ_o stacked_grads[o][k] · ∂outputs[o]/∂inputs`` for every k: one VJP per row, batched.
+
+    Returns one tensor per input of shape ``(K, *input.shape)`` (zeros where an input is unused).
+    Chunks of ``chunk_size`` rows go through ``torch.vmap`` (``is_grads_batched``); a chunk of 1 is a plain
+    backward. Out of memory in a batched chunk falls back to one row at a time (with a warning).
+    """
+    k = stacked_grads[0].shape[0]
+    if not inputs:
+        return []
+    chunk = min(_default_chunk(inputs[0].device, chunk_size, k), k)
+    pieces: list[list[Tensor]] = []
+    start = 0
+    while start < k:
+        end = min(start + chunk, k)
+        last = end == k
+        keep = retain_graph or not last
+        try:
+            if end - start == 1:
+                g = torch.autograd.grad(
+                    outputs, inputs, [s[start] for s in stacked_grads], retain_graph=keep, allow_unused=True
+                )
+                rows = [x.unsqueeze(0) for x in _zeros_for_none(g, inputs)]
+            else:
+                g = torch.autograd.grad(
+                    outputs,
+                    inputs,
+                    [s[start:end] for s in stacked_grads],
+                    retain_graph=keep,
+                    allow_unused=True,
+                    is_grads_batched=True,
+                )
+                rows = [torch.zeros(end - start, *x.shape, dtype=x.dtype, device=x.device) if r is None else r
+                        for r, x in zip(g, inputs, strict=True)]
+        except torch.OutOfMemoryError:
+            if end - start == 1:
+                raise
+            warnings.warn(
+                f"out of memory batching {end - start} task gradients; falling back to one task at a time "
+                "(set chunk_size to choose)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            chunk = 1
+            continue
+        pieces.append(rows)
+        start = end
+    if len(pieces) == 1:
+        return pieces[0]
+    return [torch.cat([p[i] for p in pieces]) for i in range(len(inputs))]
+
+
+def flat(tensors: Sequence[Tensor]) -> Tensor:
+    """Per-row concatenation ``[(K, *s_i)] -> (K, Σ numel)``."""
+    return torch.cat([t.reshape(t.shape[0], -1) for t in tensors], dim=1)
+
+
+class TaskGradients:
+    """Per-task gradients of one forward's losses and the final backward, split at the shared features.
+
+    Build it once per step; ask for :meth:`jacobian` (rows = tasks) of any set of backbone parameters, or
+    :meth:`feature_jacobian` (MGDA-UB style), then finish with exactly one of :meth:`backward_weighted`,
+    :meth:`backward_aggregated` or :meth:`backward_features`, which frees the graph.
+    """
+
+    def __init__(
+        self,
+        losses: Sequence[Tensor],
+        features: Features = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        self.losses = list(losses)
+        self.features, self.features_shared = flatten_features(features)
+        self.chunk_size = chunk_size
+        self._head: tuple[list[Tensor], list[list[tuple[Tensor, Tensor]]]] | None = None
+        self.done = False
+
+    @property
+    def split(self) -> bool:
+        """Whether the per-task work is split at the features (faster) rather than done from the losses."""
+        return bool(self.features)
+
+    # ------------------------------------------------------------------ head pass
+    def _head_pass(self) -> tuple[list[Tensor], list[list[tuple[Tensor, Tensor]]]]:
+        """Per task: ∂L_t/∂z for every feature tensor (stacked over tasks) and (param, grad) of its head."""
+        if self._head is None:
+            feats = self.features
+            per_task_feat: list[list[Tensor]] = []
+            head_grads: list[list[tuple[Tensor, Tensor]]] = []
+            for loss in self.losses:
+                params = [p for p in graph_leaves([loss], stop=feats) if p.requires_grad]
+                if not loss.requires_grad:
+                    per_task_feat.append([torch.zeros_like(f) for f in feats])
+                    head_grads.append([])
+                    continue
+                g = torch.autograd.grad(loss, feats + params, retain_graph=True, allow_unused=True)
+                per_task_feat.append(_zeros_for_none(g[: len(feats)], feats))
+                head_grads.append([(p, gp) for p, gp in zip(params, g[len(feats):], strict=True) if gp is not None])
+            stacked = [torch.stack([pt[i] for pt in per_task_feat]) for i in range(len(feats))]
+            self._head = (stacked, head_grads)
+        return self._head
+
+    # ------------------------------------------------------------------ Jacobians
+    def jacobian(self, params: Sequence[Tensor]) -> Tensor:
+        """``(T, n)`` matrix of per-task gradients with respect to ``params`` (flattened, in order)."""
+        self._check_open()
+        params = list(params)
+        if not params:
+            raise MtlkitError("no parameters to differentiate: pass shared=model.shared_parameters()")
+        if self.split:
+            stacked, _ = self._head_pass()
+            rows = batched_vjp(self.features, params, stacked, self.chunk_size, retain_graph=True)
+        elif _default_chunk(params[0].device, self.chunk_size, len(self.losses)) == 1:
+            # one loss at a time: a non-finite task cannot leak into the others' rows through 0 · NaN
+            per_task = []
+            for loss in self.losses:
+                g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True) if loss.requires_grad \
+                    else [None] * len(params)
+                per_task.append(_zeros_for_none(g, params))
+            rows = [torch.stack([pt[i] for pt in per_task]) for i in range(len(params))]
+        else:
+            losses = torch.stack([loss.reshape(()) for loss in self.losses])
+            eye = torch.eye(len(self.losses), dtype=losses.dtype, device=losses.device)
+            rows = batched_vjp([losses], params, [eye], self.chunk_size, retain_graph=True)
+        return flat(rows)
+
+    def feature_jacobian(self) -> Tensor:
+        """``(T, m)`` per-task gradients with respect to the shared representation (all feature tensors)."""
+        self._check_open()
+        if not self.split:
+            raise MtlkitError(
+                "this method works on the shared representation and needs the features: pass "
+                "features=... (the backbone outputs every head reads), or use the option on=params"
+            )
+        if not self.features_shared:
+            raise MtlkitError(
+                "on=features needs one representation shared by all tasks, but the backbone forks per task "
+                "(DTME); use on=params"
+            )
+        stacked, _ = self._head_pass()
+        return flat(stacked)
+
+    # ------------------------------------------------------------------ final backward
+    def backward_weighted(self, weights: Sequence[float] | Tensor) -> None:
+        """Accumulate ``∇ Σ_t w_t L_t`` into ``.grad`` of every parameter (tasks with w_t = 0 are skipped)."""
+        self._check_open()
+        w = [float(x) for x in weights]
+        active = [i for i, x in enumerate(w) if x != 0.0]
+        if self.split:
+            stacked, heads = self._head_pass()
+            for i in active:
+                for p, g in heads[i]:
+                    _accumulate(p, w[i] * g)
+            if active:
+                grads = [sum(w[i] * s[i] for i in active) for s in stacked]
+                torch.autograd.backward(self.features, grads)
+        elif active:
+            total = sum(w[i] * self.losses[i] for i in active)
+            if total.requires_grad:
+                total.backward()
+        self._close()
+
+    def backward_aggregated(
+        self, shared: Sequence[Tensor], combined: Tensor, skip: Sequence[int] = ()
+    ) -> None:
+        """``.grad`` of ``shared`` += ``combined`` (flat); every other parameter gets ``∇ Σ_t L_t``.
+
+        Task-specific parameters (heads; DTME's per-task backbone parameters) thus get their own task's
+        unweighted gradient, as TorchJD's ``mtl_backward`` and the official CAGrad / PCGrad code do.
+        Tasks in ``skip`` (non-finite gradients) contribute nothing this step.
+        """
+        self._check_open()
+        shared = list(shared)
+        shared_ids = {id(p) for p in shared}
+        offset = 0
+        for p in shared:
+            n = p.numel()
+            _accumulate(p, combined[offset: offset + n].view_as(p).to(p.dtype))
+            offset += n
+        active = [i for i in range(len(self.losses)) if i not in set(skip)]
+        if self.split:
+            stacked, heads = self._head_pass()
+            for i in active:
+                for p, g in heads[i]:
+                    if id(p) not in shared_ids:
+                        _accumulate(p, g)
+            others = [p for p in graph_leaves(self.features) if p.requires_grad and id(p) not in shared_ids]
+            if others and active:
+                grads = [sum(s[i] for i in active) for s in stacked]
+                torch.autograd.backward(self.features, grads, inputs=others)
+        else:
+            leaves = graph_leaves([self.losses[i] for i in active])
+            others = [p for p in leaves if p.requires_grad and id(p) not in shared_ids]
+            if others:
+                torch.autograd.backward(sum(self.losses[i] for i in active), inputs=others)
+        self._close()
+
+    def backward_features(self, combined: Tensor, skip: Sequence[int] = ()) -> None:
+        """Back-propagate an aggregated representation gradient (flat, ``(m,)``) through the backbone; heads
+        get their own task's gradient."""
+        self._check_open()
+        stacked, heads = self._head_pass()
+        for i in range(len(self.losses)):
+            if i in set(skip):
+                continue
+            for p, g in heads[i]:
+                _accumulate(p, g)
+        grads, offset = [], 0
+        for f in self.features:
+            n = f.numel()
+            grads.append(combined[offset: offset + n].view_as(f).to(f.dtype))
+            offset += n
+        torch.autograd.backward(self.features, grads)
+        self._close()
+
+    def _check_open(self) -> None:
+        if self.done:
+            raise RuntimeError("TaskGradients: the graph was already used by a final backward")
+
+    def _close(self) -> None:
+        self.done = True
+        self._head = None
+
+
+def _accumulate(p: Tensor, g: Tensor) -> None:
+    if p.grad is None:
+        p.grad = g.detach().clone()
+    else:
+        p.grad.add_(g.detach())
+
+
+def task_jacobian(
+    losses: dict[str, Tensor] | Sequence[Tensor],
+    params: Sequence[Tensor],
+    features: Features = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """The ``(T, n)`` Jacobian of the task losses with respect to ``params`` (graph kept for a later backward).
+
+    ``features``: the backbone outputs every head reads (speeds it up: the heads are differentiated once per
+    task and only the backbone part is batched). Rows follow the order of ``losses``.
+    """
+    values = list(losses.values()) if isinstance(losses, dict) else list(losses)
+    return TaskGradients(values, features, chunk_size).jacobian(params)
+
+
+def gramian_stats(gramian: Tensor, eps: float = 1e-12) -> dict[str, Any]:
+    """Norms, cosine matrix and number of conflicting pairs (negative dot product) from a Gramian J Jᵀ."""
+    g = gramian.detach().double()
+    norms = g.diagonal().clamp_min(0).sqrt()
+    denom = torch.outer(norms, norms).clamp_min(eps)
+    cos = g / denom
+    t = g.shape[0]
+    iu = torch.triu_indices(t, t, 1)
+    conflicts = int((g[iu[0], iu[1]] < 0).sum())
+    return {"norms": norms, "cos": cos, "conflicts": conflicts}

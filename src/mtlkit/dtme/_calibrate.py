@@ -1,0 +1,289 @@
+"""Calibration: token covariance and token-space gradient conflicts of every block, over calibration batches.
+
+Works on any multi-task model whose backbone exposes its transformer blocks as ``backbone.blocks`` (each
+returning a token tensor (B, N, D)) and whose forward returns ``{task: prediction}``: the block outputs are
+read with forward hooks, so the model's own forward is used unchanged.
+
+Two passes over the calibration set, as the paper times them separately (Tab. 6):
+
+1. no gradients: every block's output tokens are added to a float64 streaming covariance; then each
+   covariance is eigen-decomposed and split into range / null space (ratio ``r``).
+2. for each batch the task losses are computed with every block's output recorded, and one
+   ``autograd.grad`` per task gives ∂L_t/∂X_l for all layers at once (the input of the first block is made
+   a leaf that requires grad, so only token paths are differentiated, no parameter gradients, and a frozen
+   backbone works too). The gradients are projected and the conflicts counted.
+
+Our choices (the paper does not say): all tokens of a block count, the class token included (its
+gradient at the last block is zero, as the heads read only patch tokens; a zero product is no conflict);
+the two passes each draw ``num_batches`` batches from a fresh iterator of ``batches`` (the same batches
+when it is a list or an unshuffled loader); the model's buffers (e.g. BatchNorm running statistics in the
+heads) are restored afterwards, so calibration leaves the model exactly as it was.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtlkit.dtme._conflicts import ConflictAccumulator
+from mtlkit.dtme._result import LayerTokenSpace, TokenSpaceAnalysis
+from mtlkit.dtme._tokenspace import TokenCovariance, eigh_descending, project, split_index, variance_captured
+from mtlkit.errors import MtlkitError
+
+Batch = Mapping[str, Any]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued accelerator work so wall-clock timings are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def draw_batches(batches: Iterable[Batch], num_batches: int | None) -> Iterator[Batch]:
+    """``num_batches`` batches from a fresh iterator; ``None`` = one pass (``len(batches)`` batches)."""
+    if num_batches is None:
+        try:
+            num_batches = len(batches)  # type: ignore[arg-type]
+        except TypeError:
+            raise MtlkitError(
+                "calibration over the whole training set needs a loader with a length; set a number of "
+                "calibration batches instead"
+            ) from None
+    if num_batches < 1:
+        raise MtlkitError(f"the number of calibration batches must be >= 1, got {num_batches}")
+    it = iter(batches)
+    for _ in range(num_batches):
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+
+
+def transformer_blocks(model: nn.Module) -> nn.ModuleList:
+    """The blocks of ``model.backbone`` (or of ``model`` itself); errors name what is missing."""
+    backbone = getattr(model, "backbone", model)
+    if getattr(backbone, "is_expanded", False):
+        raise MtlkitError(
+            "token-space analysis needs an unexpanded model (one shared token stream); this model is already "
+            "expanded by DTME/Recon"
+        )
+    blocks = getattr(backbone, "blocks", None)
+    if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+        raise MtlkitError(
+            f"{type(backbone).__name__} exposes no transformer blocks; token-space analysis needs a backbone "
+            "with a `blocks` ModuleList whose blocks return (B, N, D) tokens"
+        )
+    return blocks
+
+
+class _Buffers:
+    """Snapshot of all buffers (BatchNorm running stats, ...) restored on exit."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> _Buffers:
+        self.saved = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with torch.no_grad():
+            for n, b in self.model.named_buffers():
+                if n in self.saved:
+                    b.copy_(self.saved[n])
+
+
+def _check_tokens(out: Any, what: str) -> torch.Tensor:
+    if not torch.is_tensor(out) or out.dim() != 3:
+        raise MtlkitError(f"{what} is {type(out).__name__}, not a (B, N, D) token tensor")
+    return out
+
+
+def task_losses(model: nn.Module, tasks: Mapping[str, Any], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    out = model(batch["image"])
+    return {t: tasks[t].loss(out[t], batch[t]) for t in tasks}
+
+
+def token_covariances(
+    model: nn.Module, batches: Iterable[Batch], num_batches: int | None
+) -> tuple[list[TokenCovariance], int, int]:
+    """Pass 1: streamed float64 covariance of every block's output tokens.
+
+    Returns (covariances, batches used, batches skipped because a block gave non-finite tokens).
+    """
+    blocks = transformer_blocks(model)
+    device = model_device(model)
+    pending: list[tuple[torch.Tensor, int] | None] = [None] * len(blocks)
+
+    def hook(index: int):
+        def fn(module: nn.Module, args: Any, out: Any) -> None:
+            pending[index] = TokenCovariance.batch_sum(_check_tokens(out, f"the output of block {index}"))
+
+        return fn
+
+    handles = [blk.register_forward_hook(hook(i)) for i, blk in enumerate(blocks)]
+    covs: list[TokenCovariance] = []
+    n = skipped = 0
+    try:
+        with torch.no_grad():
+            for batch in draw_batches(batches, num_batches):
+                images = to_device(batch, device)["image"]
+                # the blocks are all that is needed: skip the heads when the model separates them
+                (model.forward_features if hasattr(model, "forward_features") else model)(images)
+                sums = [p for p in pending if p is not None]
+                if not all(bool(torch.isfinite(s).all()) for s, _ in sums):
+                    skipped += 1
+                    continue
+                if not covs:
+                    covs = [TokenCovariance(s.shape[0], device=s.device) for s, _ in sums]
+                for cov, (s, c) in zip(covs, sums, strict=True):
+                    cov.add(s, c)
+                n += 1
+    finally:
+        for h in handles:
+            h.remove()
+    if n == 0:
+        raise MtlkitError(
+            f"no usable calibration batch for the token covariance ({skipped} gave non-finite tokens)"
+            if skipped
+            else "the calibration loader gave no batches"
+        )
+    return covs, n, skipped
+
+
+def token_gradients(
+    model: nn.Module, tasks: Mapping[str, Any], batch: dict[str, Any]
+) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]] | None:
+    """Per layer the stacked token gradients (T, M, D) of every task's loss (M = B·N tokens), and the losses.
+
+    Returns None when a loss or a token gradient is not finite (the batch is skipped).
+    """
+    blocks = transformer_blocks(model)
+    outputs: list[torch.Tensor | None] = [None] * len(blocks)
+
+    def start(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        # the token stream needs a graph even when the backbone is frozen; nothing before block 0 is needed
+        return (_check_tokens(args[0], "the input of block 0").detach().requires_grad_(True), *args[1:])
+
+    def hook(index: int):
+        def fn(module: nn.Module, args: Any, out: Any) -> None:
+            outputs[index] = _check_tokens(out, f"the output of block {index}")
+
+        return fn
+
+    handles = [blocks[0].register_forward_pre_hook(start)]
+    handles += [blk.register_forward_hook(hook(i)) for i, blk in enumerate(blocks)]
+    try:
+        with torch.enable_grad():
+            losses = task_losses(model, tasks, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    if not all(math.isfinite(float(v.detach())) for v in losses.values()):
+        return None
+    xs = [x for x in outputs if x is not None]
+    names = list(tasks)
+    per_task = []
+    for i, t in enumerate(names):
+        grads = torch.autograd.grad(losses[t], xs, retain_graph=i < len(names) - 1, allow_unused=True)
+        per_task.append([torch.zeros_like(x) if g is None else g for g, x in zip(grads, xs, strict=True)])
+    stacked = [torch.stack([per_task[i][l] for i in range(len(names))]).flatten(1, 2) for l in range(len(xs))]
+    if not all(bool(torch.isfinite(g).all()) for g in stacked):
+        return None
+    return stacked, {t: v.detach() for t, v in losses.items()}
+
+
+def analyze_token_space(
+    model: nn.Module,
+    tasks: Mapping[str, Any],
+    batches: Iterable[Batch],
+    *,
+    num_batches: int | None = 100,
+    r: float = 100.0,
+    dtype: torch.dtype = torch.float64,
+) -> TokenSpaceAnalysis:
+    """Measure every block's token space and range / null-space gradient conflicts (DESIGN.md §6.1-6.3).
+
+    ``tasks``: name -> :class:`mtlkit.tasks.Task` (their losses; the order fixes the pair matrices).
+    ``batches``: an iterable of sample dicts (a DataLoader); ``num_batches=None`` uses one full pass.
+    ``dtype``: precision of the projections (the covariance and eigendecomposition are always float64).
+    """
+    if len(tasks) < 2:
+        raise MtlkitError(f"token-space conflicts need at least two tasks, got {list(tasks)}")
+    device = model_device(model)
+    names = list(tasks)
+    timings: dict[str, float] = {}
+    with _Buffers(model):
+        synchronize(device)
+        t0 = time.perf_counter()
+        covs, n_cov, skipped_cov = token_covariances(model, batches, num_batches)
+        synchronize(device)
+        timings["covariance_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        spaces = []
+        for cov in covs:
+            evals, evecs = eigh_descending(cov.covariance())
+            k = split_index(evals, r)
+            spaces.append((evals, evecs.to(dtype), k))
+        synchronize(device)
+        timings["eigen_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        accs = [ConflictAccumulator(len(names)) for _ in covs]
+        n_conf = skipped = 0
+        for raw in draw_batches(batches, num_batches):
+            res = token_gradients(model, tasks, to_device(raw, device))
+            if res is None:
+                skipped += 1
+                continue
+            grads, _ = res
+            for acc, g, (_, basis, k) in zip(accs, grads, spaces, strict=True):
+                acc.update(*project(g, basis, k))
+            n_conf += 1
+        synchronize(device)
+        timings["conflicts_s"] = time.perf_counter() - t0
+    if n_conf == 0:
+        raise MtlkitError(
+            f"all {skipped} calibration batches gave a non-finite loss; token-space conflicts cannot be measured"
+        )
+    layers = []
+    for i, (acc, (evals, _, k)) in enumerate(zip(accs, spaces, strict=True)):
+        rp, np_ = acc.range_pairs(), acc.null_pairs()
+        layers.append(
+            LayerTokenSpace(
+                layer=i,
+                dim=int(evals.numel()),
+                k=k,
+                variance_captured=variance_captured(evals, k),
+                range_rate=ConflictAccumulator.layer_rate(rp),
+                null_rate=ConflictAccumulator.layer_rate(np_),
+                range_pairs=rp.tolist(),
+                null_pairs=np_.tolist(),
+                eigenvalues=evals.cpu().tolist(),
+            )
+        )
+    return TokenSpaceAnalysis(
+        tasks=names,
+        r=float(r),
+        layers=layers,
+        covariance_batches=n_cov,
+        covariance_tokens=covs[0].count,
+        conflict_batches=n_conf,
+        skipped_batches=skipped + skipped_cov,
+        timings=timings,
+    )

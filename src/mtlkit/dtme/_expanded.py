@@ -1,0 +1,200 @@
+"""The expanded backbone: a ViT whose token stream forks into one stream per task (DTME TM/TE, Recon copies).
+
+DESIGN.md §6.7: up to the first layer with a task-specific module the model runs one shared stream; from
+there on the T task streams are stacked task-major into one batch of T·B sequences, so every block is ONE
+batched call with shared weights (inference stays one pass for all tasks). The multi-layer features of
+each head come from its own stream (features taken before the fork are shared).
+
+The wrapped :class:`~mtlkit.models.VisionTransformer` stays a submodule (``base``), so its parameters are
+the same objects the optimizer already holds and its state-dict keys are the original ones under
+``backbone.base.``; new modules live under ``backbone.modulators.<layer>`` / ``backbone.expanders.<layer>``,
+and Recon's copies replace ``base.blocks[<layer>]`` (``base.blocks.<layer>.copies.<task>``). The wrapper is
+rebuilt deterministically from the transform specs (``mtlkit.models.apply_transforms``), so a saved state
+dict loads into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mtlkit.dtme._modules import MODULATORS, TaskBlocks, TokenExpander
+from mtlkit.errors import MtlkitError
+
+
+class ExpandedBackbone(nn.Module):
+    """Forked-stream wrapper of a ViT backbone (``embed``, ``blocks``, ``tokens_to_map``, ``out_indices``)."""
+
+    #: token-space analysis refuses expanded models (no single shared stream)
+    is_expanded = True
+
+    def __init__(self, base: nn.Module, tasks: Sequence[str]) -> None:
+        super().__init__()
+        for attr in ("embed", "blocks", "tokens_to_map", "out_indices", "embed_dim"):
+            if not hasattr(base, attr):
+                raise MtlkitError(
+                    f"{type(base).__name__} cannot be expanded: it lacks `{attr}` (DTME/Recon need a ViT backbone "
+                    "with embed(), blocks, tokens_to_map() and out_indices)"
+                )
+        if len(set(tasks)) != len(tasks) or not tasks:
+            raise MtlkitError(f"expansion needs distinct task names, got {list(tasks)}")
+        self.base = base
+        self.task_names = list(tasks)
+        self.modulators = nn.ModuleDict()
+        self.expanders = nn.ModuleDict()
+
+    # ------------------------------------------------------------------ delegated ViT interface
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.base.blocks
+
+    @property
+    def out_indices(self) -> tuple[int, ...]:
+        return self.base.out_indices
+
+    @property
+    def out_channels(self) -> list[int]:
+        return self.base.out_channels
+
+    @property
+    def embed_dim(self) -> int:
+        return self.base.embed_dim
+
+    @property
+    def config(self):
+        return self.base.config
+
+    @property
+    def depth(self) -> int:
+        return len(self.base.blocks)
+
+    # ------------------------------------------------------------------ building
+    def _layer(self, layer: int) -> str:
+        if not 0 <= int(layer) < self.depth:
+            raise MtlkitError(
+                f"layer {layer} is out of range: the backbone has {self.depth} blocks (0..{self.depth - 1})"
+            )
+        return str(int(layer))
+
+    def _place(self, module: nn.Module) -> nn.Module:
+        ref = next(self.base.parameters())
+        return module.to(device=ref.device, dtype=ref.dtype)
+
+    def add_token_modules(
+        self, tm_layers: Sequence[int], te_layers: Sequence[int], num_tokens: int = 6, modulator: str = "affine"
+    ) -> list[nn.Parameter]:
+        """Attach TM after the ``tm_layers`` and TE before the ``te_layers``; returns the new parameters."""
+        if modulator not in MODULATORS:
+            raise MtlkitError(f"unknown modulator {modulator!r}; valid: {', '.join(MODULATORS)}")
+        if te_layers and num_tokens < 1:
+            raise MtlkitError(f"token expansion needs num_tokens >= 1, got {num_tokens}")
+        new: list[nn.Parameter] = []
+        d = self.embed_dim
+        for layer in tm_layers:
+            key = self._layer(layer)
+            if key in self.modulators:
+                raise MtlkitError(f"layer {layer} already has a token modulator")
+            self.modulators[key] = self._place(MODULATORS[modulator](self.task_names, d))
+            new += list(self.modulators[key].parameters())
+        for layer in te_layers:
+            key = self._layer(layer)
+            if key in self.expanders:
+                raise MtlkitError(f"layer {layer} already has task tokens")
+            self.expanders[key] = self._place(TokenExpander(self.task_names, d, num_tokens))
+            new += list(self.expanders[key].parameters())
+        return new
+
+    def make_task_specific(self, layers: Sequence[int]) -> list[nn.Parameter]:
+        """Replace the ``layers`` by per-task copies (Recon); returns the new parameters.
+
+        The shared block is dropped; each copy starts from its current weights.
+        """
+        new: list[nn.Parameter] = []
+        for layer in layers:
+            i = int(self._layer(layer))
+            if isinstance(self.base.blocks[i], TaskBlocks):
+                raise MtlkitError(f"layer {layer} is already task-specific")
+            self.base.blocks[i] = TaskBlocks(self.base.blocks[i], self.task_names)
+            new += list(self.base.blocks[i].parameters())
+        return new
+
+    # ------------------------------------------------------------------ parameters
+    def task_specific_parameters(self, task: str) -> list[nn.Parameter]:
+        params: list[nn.Parameter] = []
+        for mod in list(self.modulators.values()) + list(self.expanders.values()):
+            params += mod.task_parameters(task)
+        for blk in self.base.blocks:
+            if isinstance(blk, TaskBlocks):
+                params += blk.task_parameters(task)
+        return params
+
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """The last shared block and the final norm (task-specific copies are skipped)."""
+        shared = [b for b in self.base.blocks if not isinstance(b, TaskBlocks)]
+        norm = getattr(self.base, "norm", None)
+        return (list(shared[-1].parameters()) if shared else []) + (list(norm.parameters()) if norm else [])
+
+    @property
+    def fork_layer(self) -> int | None:
+        """Index of the first block whose output differs per task (None when nothing is expanded)."""
+        cands = [int(k) for k in self.modulators] + [int(k) for k in self.expanders]
+        cands += [i for i, b in enumerate(self.base.blocks) if isinstance(b, TaskBlocks)]
+        return min(cands) if cands else None
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, tasks: Sequence[str] | None = None) -> dict[str, list[torch.Tensor]]:
+        """Image (B, 3, H, W) -> ``{task: [feature maps of out_indices]}`` (streams of ``tasks``, default all)."""
+        names = self.task_names if tasks is None else list(tasks)
+        unknown = set(names) - set(self.task_names)
+        if unknown:
+            raise MtlkitError(f"unknown task stream(s) {sorted(unknown)}; expanded for {self.task_names}")
+        cfg = getattr(self.base, "config", None)
+        if cfg is not None and tuple(x.shape[-2:]) != tuple(cfg.img_size):
+            raise ValueError(f"input size {tuple(x.shape[-2:])} differs from the model's img_size {cfg.img_size}")
+        n_streams = len(names)
+        h = self.base.embed(x)
+        n_tokens = h.shape[1]
+        forked = False
+
+        def fork(t: torch.Tensor) -> torch.Tensor:
+            return t.unsqueeze(0).expand(n_streams, *t.shape).reshape(n_streams * t.shape[0], *t.shape[1:])
+
+        feats: list[tuple[torch.Tensor, bool]] = []
+        for i, blk in enumerate(self.base.blocks):
+            key = str(i)
+            expander = self.expanders[key] if key in self.expanders else None
+            per_task_block = isinstance(blk, TaskBlocks)
+            if (expander is not None or per_task_block) and not forked:
+                h, forked = fork(h), True
+            if expander is not None:
+                h = expander(h, names)
+            h = blk(h, names) if per_task_block else blk(h)
+            if expander is not None:
+                h = h[:, :n_tokens]
+            if key in self.modulators:
+                if not forked:
+                    h, forked = fork(h), True
+                h = self.modulators[key](h, names)
+            if i in self.base.out_indices:
+                feats.append((self.base.tokens_to_map(h, i), forked))
+        out: dict[str, list[torch.Tensor]] = {t: [] for t in names}
+        for f, is_forked in feats:
+            parts = f.chunk(n_streams) if is_forked else [f] * n_streams
+            for t, p in zip(names, parts, strict=True):
+                out[t].append(p)
+        return out
+
+
+def expanded_backbone(model: nn.Module, tasks: Sequence[str] | None = None) -> ExpandedBackbone:
+    """``model.backbone`` wrapped (once) in an :class:`ExpandedBackbone` for the model's tasks."""
+    backbone = model.backbone
+    names = list(tasks) if tasks is not None else list(model.tasks)
+    if isinstance(backbone, ExpandedBackbone):
+        if backbone.task_names != names:
+            raise MtlkitError(f"the model is expanded for tasks {backbone.task_names}, not {names}")
+        return backbone
+    wrapped = ExpandedBackbone(backbone, names)
+    model.backbone = wrapped
+    return wrapped
