@@ -4,7 +4,8 @@ For every threshold ``t`` (0.01, 0.02, ..., 0.99, the parameter file MTI-Net wri
 
 1. ``bmap = thin(q > t)``: the reference scripts save ``sigmoid(logit) * 255`` as an 8-bit PNG (truncated) and
    seism's ``read_one_cont_png`` thresholds ``q = im2double(png)`` strictly, then thins with MATLAB
-   ``bwmorph(.., 'thin', Inf)`` (:func:`mtlkit.metrics._thin.thin`). ``quantize=False`` thresholds the
+   ``bwmorph(.., 'thin', Inf)`` (:func:`mtlkit.metrics._thin.thin`; identical to pyEdgeEval's port of it in
+   our tests). ``quantize=False`` thresholds the
    probability itself (``prob >= t``, as BSDS's ``edgesEvalImg`` on probability maps).
 2. One-to-one correspondence between ``bmap`` pixels and ground-truth edge pixels, a pair being allowed when
    its Euclidean distance is at most ``max_dist`` x the image diagonal (0.011 NYUD, 0.0075 PASCAL).
@@ -26,7 +27,8 @@ runs that C++ code through the optional ``pyEdgeEval`` package (``pip install mt
 
 Ground truth: the meter scores against the ``edge`` target the loader gives for the split. For PASCAL-Context
 seism uses ``seg2bmap(LabelMap)`` (its ``db_gt`` + ``edgesEvalImg``), which the PASCAL loader returns for its
-evaluation splits; for NYUD the ``edge/`` maps of the dataset. Images are evaluated on the part of the target
+evaluation splits; for NYUD the ``edge/`` maps of the dataset (our assumption: seism has no NYUD ground-truth
+wrapper and ATRC's is unpublished). Images are evaluated on the part of the target
 that is not 255 (the padding the loaders add around evaluation images), so the diagonal is the original
 image's, as in the reference, which crops the padding before saving its predictions.
 """
