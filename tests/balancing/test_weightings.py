@@ -116,7 +116,7 @@ def test_gls_is_the_geometric_mean():
 
 
 def test_famo_weights_and_logit_update_follow_the_formula():
-    bal = balancing.get("famo", tasks=["a", "b", "c"], w_lr=0.025, gamma=0.01, max_norm=0.0)
+    bal = balancing.get("famo", tasks=["a", "b", "c"])
     before = [2.0, 1.0, 0.5]
     xs, losses = scalar_losses(before)
     info = bal.backward(losses)

@@ -6,8 +6,15 @@ A balancer is used from any training loop::
     info = balancer.backward(losses, shared=model.shared_parameters())
     optimizer.step()
 
-``info`` is a dict of what the method decided (at least ``"weights"``: task -> float) for logging.
+``info`` is a dict of what the method decided (at least ``"weights"``: task -> float) for logging;
+gradient-based methods add ``"grad_norms"`` (task -> ||g_t||), ``"conflicts"`` (pairs with g_i·g_j < 0) and,
+for aggregators, ``"fallback"`` (1 when a solver failed and equal weights were used for the step).
 Task order is the order of the ``losses`` dict; stateful methods fix it at the first call.
+
+``features`` (the backbone outputs every head reads: a list of tensors, or ``{task: list}`` when the
+backbone forks per task) lets gradient-based methods split the per-task work at the representation, which
+is cheaper; they also work without it. Methods with learnable parameters (UW, GradNorm, IMTL) list them in
+:meth:`Balancer.parameters` for the optimizer; :meth:`Balancer.state_dict` holds what an exact resume needs.
 """
 
 from __future__ import annotations

@@ -17,20 +17,22 @@ class FAMO(Balancer):
     """Logits ξ (init 0), z = softmax(ξ), D_t = L_t - min_t + 1e-8; the model minimises
     Σ_t z_t log D_t / c with c = Σ_t z_t / D_t (detached), i.e. weights w_t = z_t / (c D_t) that sum to 1.
 
-    After the model's step ξ takes one step of its own Adam (lr ``w_lr``, weight decay ``gamma``) on
-    d = ∂ softmax(ξ)ᵀδ / ∂ξ with δ_t = log D_t(before) - log D_t(after). ``update="refit"`` (default, the
+    After the model's step ξ takes one step of its own Adam (lr ``w_lr`` 0.025, weight decay ``gamma``
+    1e-3 as the paper's Algorithm 2, LibMTL and TorchJD) on d = ∂ softmax(ξ)ᵀδ / ∂ξ with
+    δ_t = log D_t(before) - log D_t(after). ``update="refit"`` (default, the
     official code) needs the losses of the same batch after the step: the joint strategy re-computes them
     (one extra forward without graph) and calls :meth:`post_step`; a user loop does the same. ``"next"``
     uses the next batch's losses instead (no extra forward; our cheaper approximation), which is also the
-    fallback (with a warning) when :meth:`post_step` is not called. ``max_norm`` clips the shared
-    parameters' gradient norm as the official code does (0: off). Minimum losses ``min_losses`` default 0.
+    fallback (with a warning) when :meth:`post_step` is not called. ``max_norm`` > 0 clips the shared
+    parameters' gradient norm (the official code's option; off by default, as in TorchJD). The minimum
+    losses are 0.
     """
 
     name = "famo"
     paper = "Liu et al., NeurIPS 2023"
-    options = {"gamma": 0.01, "w_lr": 0.025, "max_norm": 1.0, "update": "refit"}
+    options = {"gamma": 0.001, "w_lr": 0.025, "max_norm": 0.0, "update": "refit"}
 
-    def __init__(self, tasks=None, gamma: float = 0.01, w_lr: float = 0.025, max_norm: float = 1.0,
+    def __init__(self, tasks=None, gamma: float = 0.001, w_lr: float = 0.025, max_norm: float = 0.0,
                  update: str = "refit") -> None:
         super().__init__(tasks)
         if update not in ("refit", "next"):

@@ -83,35 +83,45 @@ def _default_chunk(device: torch.device, chunk_size: int | None, n: int) -> int:
     return 1 if device.type == "cpu" else n
 
 
+def _write_rows(out: Tensor, rows: slice | int, grads: Sequence[Tensor | None], inputs: Sequence[Tensor]) -> None:
+    """Copy per-input gradients (``(k, *shape)`` for a slice of rows, ``shape`` for one row) into ``out``."""
+    offset = 0
+    for g, x in zip(grads, inputs, strict=True):
+        n = x.numel()
+        if g is None:
+            out[rows, offset: offset + n] = 0
+        else:
+            out[rows, offset: offset + n] = g.reshape(out[rows, offset: offset + n].shape)
+        offset += n
+
+
 def batched_vjp(
     outputs: Sequence[Tensor],
     inputs: Sequence[Tensor],
     stacked_grads: Sequence[Tensor],
     chunk_size: int | None = None,
     retain_graph: bool = True,
-) -> list[Tensor]:
-    """Rows ``J_k = Σ_o stacked_grads[o][k] · ∂outputs[o]/∂inputs`` for every k: one VJP per row, batched.
+) -> Tensor:
+    """The ``(K, Σ numel(inputs))`` matrix whose row k is ``Σ_o stacked_grads[o][k] · ∂outputs[o]/∂inputs``.
 
-    Returns one tensor per input of shape ``(K, *input.shape)`` (zeros where an input is unused).
-    Chunks of ``chunk_size`` rows go through ``torch.vmap`` (``is_grads_batched``); a chunk of 1 is a plain
-    backward. Out of memory in a batched chunk falls back to one row at a time (with a warning).
+    One VJP per row, written straight into the result (no intermediate stacking). Chunks of ``chunk_size``
+    rows go through ``torch.vmap`` (``is_grads_batched``); a chunk of 1 is a plain backward. Out of memory
+    in a batched chunk falls back to one row at a time (with a warning).
     """
     k = stacked_grads[0].shape[0]
-    if not inputs:
-        return []
+    n = sum(x.numel() for x in inputs)
+    out = torch.empty(k, n, dtype=inputs[0].dtype, device=inputs[0].device)
     chunk = min(_default_chunk(inputs[0].device, chunk_size, k), k)
-    pieces: list[list[Tensor]] = []
     start = 0
     while start < k:
         end = min(start + chunk, k)
-        last = end == k
-        keep = retain_graph or not last
+        keep = retain_graph or end < k
         try:
             if end - start == 1:
                 g = torch.autograd.grad(
                     outputs, inputs, [s[start] for s in stacked_grads], retain_graph=keep, allow_unused=True
                 )
-                rows = [x.unsqueeze(0) for x in _zeros_for_none(g, inputs)]
+                _write_rows(out, start, g, inputs)
             else:
                 g = torch.autograd.grad(
                     outputs,
@@ -121,8 +131,7 @@ def batched_vjp(
                     allow_unused=True,
                     is_grads_batched=True,
                 )
-                rows = [torch.zeros(end - start, *x.shape, dtype=x.dtype, device=x.device) if r is None else r
-                        for r, x in zip(g, inputs, strict=True)]
+                _write_rows(out, slice(start, end), g, inputs)
         except torch.OutOfMemoryError:
             if end - start == 1:
                 raise
@@ -134,11 +143,8 @@ def batched_vjp(
             )
             chunk = 1
             continue
-        pieces.append(rows)
         start = end
-    if len(pieces) == 1:
-        return pieces[0]
-    return [torch.cat([p[i] for p in pieces]) for i in range(len(inputs))]
+    return out
 
 
 def flat(tensors: Sequence[Tensor]) -> Tensor:
@@ -200,20 +206,19 @@ class TaskGradients:
             raise MtlkitError("no parameters to differentiate: pass shared=model.shared_parameters()")
         if self.split:
             stacked, _ = self._head_pass()
-            rows = batched_vjp(self.features, params, stacked, self.chunk_size, retain_graph=True)
-        elif _default_chunk(params[0].device, self.chunk_size, len(self.losses)) == 1:
+            return batched_vjp(self.features, params, stacked, self.chunk_size, retain_graph=True)
+        if _default_chunk(params[0].device, self.chunk_size, len(self.losses)) == 1:
             # one loss at a time: a non-finite task cannot leak into the others' rows through 0 · NaN
-            per_task = []
-            for loss in self.losses:
+            out = torch.empty(len(self.losses), sum(p.numel() for p in params), dtype=params[0].dtype,
+                              device=params[0].device)
+            for i, loss in enumerate(self.losses):
                 g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True) if loss.requires_grad \
                     else [None] * len(params)
-                per_task.append(_zeros_for_none(g, params))
-            rows = [torch.stack([pt[i] for pt in per_task]) for i in range(len(params))]
-        else:
-            losses = torch.stack([loss.reshape(()) for loss in self.losses])
-            eye = torch.eye(len(self.losses), dtype=losses.dtype, device=losses.device)
-            rows = batched_vjp([losses], params, [eye], self.chunk_size, retain_graph=True)
-        return flat(rows)
+                _write_rows(out, i, g, params)
+            return out
+        losses = torch.stack([loss.reshape(()) for loss in self.losses])
+        eye = torch.eye(len(self.losses), dtype=losses.dtype, device=losses.device)
+        return batched_vjp([losses], params, [eye], self.chunk_size, retain_graph=True)
 
     def feature_jacobian(self) -> Tensor:
         """``(T, m)`` per-task gradients with respect to the shared representation (all feature tensors)."""
@@ -333,6 +338,18 @@ def task_jacobian(
     """
     values = list(losses.values()) if isinstance(losses, dict) else list(losses)
     return TaskGradients(values, features, chunk_size).jacobian(params)
+
+
+def finite_rows(jac: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(J, J Jᵀ, finite)`` with the rows that hold a NaN / inf zeroed. Detected on the Gramian's diagonal
+    (a T-vector) rather than on all of J, which costs as much as a pass over J."""
+    gramian = jac @ jac.T
+    finite = torch.isfinite(gramian.diagonal())
+    if not bool(finite.all()):
+        finite = torch.isfinite(jac).all(dim=1)  # the exact rows (the diagonal can also overflow)
+        jac = torch.where(finite[:, None], jac, torch.zeros_like(jac))
+        gramian = jac @ jac.T
+    return jac, gramian, finite
 
 
 def gramian_stats(gramian: Tensor, eps: float = 1e-12) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from mtlkit.balancing._base import Balancer, resolve_last_shared, resolve_shared
-from mtlkit.balancing._grads import TaskGradients, gramian_stats
+from mtlkit.balancing._grads import TaskGradients, finite_rows, gramian_stats
 from mtlkit.errors import MtlkitError
 
 
@@ -41,13 +41,11 @@ class GradientLossWeighting(Balancer):
             params = resolve_shared(self.name, shared, context)
         values = [losses[t] for t in self.tasks]
         tg = TaskGradients(values, features, self.chunk_size)
-        jac = tg.jacobian(params).detach()
-        finite = torch.isfinite(jac).all(dim=1)
-        jac = torch.where(finite[:, None], jac, torch.zeros_like(jac))
+        jac, gramian, finite = finite_rows(tg.jacobian(params).detach())
         weights, extra = self.compute_weights(jac, values)
         weights = [w if f else 0.0 for w, f in zip(weights, finite.tolist(), strict=True)]
         tg.backward_weighted(weights)
-        stats = gramian_stats(jac @ jac.T)
+        stats = gramian_stats(gramian)
         info = {
             "weights": dict(zip(self.tasks, weights, strict=True)),
             "grad_norms": dict(zip(self.tasks, stats["norms"].tolist(), strict=True)),
