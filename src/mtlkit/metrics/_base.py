@@ -7,12 +7,19 @@ each with ``all_reduce(SUM)`` and every process computes the same result.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 
 
 class Meter(ABC):
-    """Accumulates ``update(pred, target)`` over a split; ``compute()`` returns ``{metric: value}``."""
+    """Accumulates ``update(pred, target)`` over a split; ``compute()`` returns ``{metric: value}``.
+
+    ``directions`` says, for every score ``compute()`` reports, whether higher is better (what Δm over any
+    metric needs); a reported key absent from it (e.g. the chosen threshold) is a diagnostic, not a score.
+    """
+
+    directions: ClassVar[dict[str, bool]] = {}
 
     def __init__(self) -> None:
         self._acc: dict[str, torch.Tensor] = {}

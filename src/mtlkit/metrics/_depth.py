@@ -10,6 +10,8 @@ from mtlkit.metrics._base import Meter
 class DepthMeter(Meter):
     """RMSE (primary), mean absolute error, absolute relative error and log10 error, all pixel-pooled."""
 
+    directions = {"rmse": False, "l1": False, "abs_rel": False, "log10": False}
+
     def _zeros(self) -> dict[str, torch.Tensor]:
         z = torch.zeros((), dtype=torch.float64)
         return {"n": z.clone(), "sq": z.clone(), "abs": z.clone(), "rel": z.clone(), "log10": z.clone()}

@@ -48,6 +48,8 @@ def tolerance_counts(
 class EdgeMeter(Meter):
     """odsF (primary, %) of a tolerance-matched F-measure; ``pred`` are logits (B, 1, H, W)."""
 
+    directions = {"odsF": True}
+
     def __init__(self, max_dist: float = 0.011, num_thresholds: int = 19, ignore_index: int = 255) -> None:
         self.max_dist = max_dist
         self.thresholds = np.linspace(0, 1, num_thresholds + 2)[1:-1]

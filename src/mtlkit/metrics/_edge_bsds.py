@@ -193,6 +193,8 @@ class BSDSEdgeMeter(Meter):
     seconds per image); results are identical to ``workers=0``.
     """
 
+    directions = {"odsF": True, "precision": True, "recall": True}
+
     def __init__(
         self,
         max_dist: float = 0.0075,

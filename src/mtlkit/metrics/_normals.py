@@ -28,6 +28,8 @@ def angular_error(pred: torch.Tensor, target: torch.Tensor, dim: int = 1) -> tor
 class NormalsMeter(Meter):
     """Mean (primary), median and RMSE of the angular error, and % of pixels within 11.25/22.5/30 deg."""
 
+    directions = {"mean": False, "median": False, "rmse": False, "11.25": True, "22.5": True, "30": True}
+
     def _zeros(self) -> dict[str, torch.Tensor]:
         z = torch.zeros((), dtype=torch.float64)
         acc = {"n": z.clone(), "sum": z.clone(), "sq": z.clone(), "hist": torch.zeros(_NBINS, dtype=torch.int64)}

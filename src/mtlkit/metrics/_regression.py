@@ -10,6 +10,8 @@ from mtlkit.metrics._base import Meter
 class RegressionMeter(Meter):
     """Mean absolute error and RMSE pooled over valid elements (``mask`` = target != ignore, finite)."""
 
+    directions = {"l1": False, "rmse": False}
+
     def __init__(self, ignore_value: float | None = None) -> None:
         self.ignore_value = ignore_value
         super().__init__()
@@ -39,6 +41,8 @@ class RegressionMeter(Meter):
 
 class AccuracyMeter(Meter):
     """Top-1 accuracy (%) of class logits (B, C) against labels (B,)."""
+
+    directions = {"accuracy": True}
 
     def _zeros(self) -> dict[str, torch.Tensor]:
         return {"correct": torch.zeros((), dtype=torch.float64), "n": torch.zeros((), dtype=torch.float64)}

@@ -15,6 +15,8 @@ def f_measure(precision: torch.Tensor, recall: torch.Tensor, beta2: float = 0.3)
 class SaliencyMeter(Meter):
     """maxF (primary, %) over thresholds on the predicted probability; ``pred`` are logits."""
 
+    directions = {"maxF": True}
+
     def __init__(self, beta2: float = 0.3, step: float = 0.05, ignore_index: int = 255) -> None:
         self.beta2 = beta2
         self.thresholds = torch.arange(step, 1.0 - 1e-9, step, dtype=torch.float64)

@@ -34,6 +34,8 @@ def mean_iou(cm: torch.Tensor) -> float:
 class SegmentationMeter(Meter):
     """mIoU (%) and pixel accuracy (%) over a split; ``pred`` may be logits (B, C, H, W) or labels."""
 
+    directions = {"mIoU": True, "pixel_acc": True}
+
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index

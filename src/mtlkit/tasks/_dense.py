@@ -1,4 +1,4 @@
-"""Tasks: what a head predicts, how it is trained (loss) and judged (meters, primary metric).
+"""Built-in dense tasks (and Taskonomy's), with the losses and meters of the papers' code.
 
 Built-in dense tasks follow the ATRC / InvPT / MTI-Net reference code:
 
@@ -14,16 +14,13 @@ Built-in dense tasks follow the ATRC / InvPT / MTI-Net reference code:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from mtlkit._registry import Registry
 from mtlkit.errors import MtlkitError
 from mtlkit.metrics import (
-    AccuracyMeter,
     BSDSEdgeMeter,
     DepthMeter,
     EdgeMeter,
@@ -33,63 +30,15 @@ from mtlkit.metrics import (
     SaliencyMeter,
     SegmentationMeter,
 )
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Task:
-    """One task: head output channels, loss, meters and the primary metric used for Δm."""
-
-    name: str
-    channels: int
-    loss_fn: LossFn
-    meter_factory: Callable[[], Meter]
-    primary: str
-    higher_is_better: bool
-    #: ``"dense"`` (per-pixel output at input resolution) or ``"classification"`` (one vector per image)
-    kind: str = "dense"
-    #: how predictions are shown: ``"labels"``, ``"depth"``, ``"normals"``, ``"prob"``, ``"regression"``
-    display: str = "regression"
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(pred, target)
-
-    def meter(self) -> Meter:
-        return self.meter_factory()
-
-    def postprocess(self, pred: torch.Tensor) -> torch.Tensor:
-        """Raw head output -> a prediction in label space (class map, probability, unit normal, ...)."""
-        if self.display == "labels":
-            return pred.argmax(1)
-        if self.display == "prob":
-            return torch.sigmoid(pred)
-        if self.display == "normals":
-            return F.normalize(pred, dim=1)
-        return pred
-
-
-TASKS: Registry[Callable[..., Task]] = Registry("task")
-
-
-def make_task(name: str, **params: Any) -> Task:
-    """Build a task by name with its dataset-specific parameters (e.g. ``num_classes``, ``max_dist``)."""
-    return TASKS.get(name)(**params)
-
+from mtlkit.tasks._base import TASKS, Task, zero_loss
 
 # ----------------------------------------------------------------------------------------- losses
-
-
-def _zero_loss(pred: torch.Tensor) -> torch.Tensor:
-    """0 with a (zero) gradient: a batch without a valid pixel must not give NaN (mean over nothing)."""
-    return pred.sum() * 0.0
 
 
 def cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     target = target.long()
     if not (target != 255).any():
-        return _zero_loss(pred)
+        return zero_loss(pred)
     return F.cross_entropy(pred, target, ignore_index=255)
 
 
@@ -98,14 +47,14 @@ def depth_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     pred = pred.reshape(target.shape)
     valid = target > 0
     if not valid.any():
-        return _zero_loss(pred)
+        return zero_loss(pred)
     return (pred - target).abs()[valid].mean()
 
 
 def normals_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     valid = (target.abs().sum(1, keepdim=True) > 0).expand_as(target)
     if not valid.any():
-        return _zero_loss(pred)
+        return zero_loss(pred)
     return (F.normalize(pred, dim=1) - target).abs()[valid].mean()
 
 
@@ -122,7 +71,7 @@ def bce_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     pred = pred.reshape(target.shape)
     valid = target != 255
     if not valid.any():
-        return _zero_loss(pred)
+        return zero_loss(pred)
     return F.binary_cross_entropy_with_logits(pred[valid], target[valid].float())
 
 
@@ -213,7 +162,7 @@ def masked_l1_loss(pred: torch.Tensor, target: torch.Tensor, ignore_zero: bool =
         return (pred - target).abs().mean()
     valid = target != 0
     if not valid.any():
-        return _zero_loss(pred)
+        return zero_loss(pred)
     return (pred - target).abs()[valid].mean()
 
 
@@ -253,22 +202,3 @@ for _name, _channels, _display in (
     ("segment_unsup25d", 1, "regression"),
 ):
     TASKS.register(_name, _taskonomy(_name, _channels, _display))
-
-
-# ------------------------------------------------------------------------------- MultiMNIST tasks
-
-
-def classification_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(pred, target.long())
-
-
-def _digit(name: str) -> Callable[..., Task]:
-    def factory(num_classes: int = 10) -> Task:
-        return Task(name, num_classes, classification_loss, AccuracyMeter, "accuracy", True,
-                    kind="classification", display="labels", params={"num_classes": num_classes})
-
-    return factory
-
-
-TASKS.register("left", _digit("left"))
-TASKS.register("right", _digit("right"))

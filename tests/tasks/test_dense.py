@@ -1,4 +1,4 @@
-"""Built-in tasks: losses on hand-made tensors, primary metrics, the registry."""
+"""Built-in dense tasks: losses on hand-made tensors, primary metrics, directions, the registry."""
 
 from __future__ import annotations
 
@@ -122,3 +122,15 @@ def test_postprocess() -> None:
     assert torch.allclose(n.norm(dim=1), torch.ones(2, 3, 3))
     assert torch.equal(make_task("depth").postprocess(logits[:, :1]), logits[:, :1])
     assert torch.allclose(F.normalize(logits[:, :3], dim=1), n)
+
+
+def test_every_dense_meter_declares_the_direction_of_its_scores() -> None:
+    for name in ("semseg", "parts", "depth", "normals", "edge", "saliency", "depth_zbuffer", "left"):
+        t = make_task(name, num_classes=5) if name in ("semseg", "parts") else make_task(name)
+        d = t.directions
+        assert d[t.primary] is t.higher_is_better
+        assert set(d) <= set(t.meter().compute())  # every direction names a reported score
+    assert make_task("normals").directions == {"mean": False, "median": False, "rmse": False, "11.25": True,
+                                               "22.5": True, "30": True}
+    assert make_task("edge", protocol="bsds").directions == {"odsF": True, "precision": True, "recall": True}
+    assert "threshold" not in make_task("edge").directions  # a diagnostic, not a score
