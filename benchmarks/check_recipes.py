@@ -34,6 +34,18 @@ METHODS = {
     "cagrad", "graddrop", "imtl", "aligned_mtl", "nash_mtl", "fairgrad", "upgrad", "dualproj", "gradvac",
     "single_task",
 }
+#: option names of the methods the recipes set (README method table); a typo must not pass silently.
+METHOD_OPTIONS = {
+    "fixed": {"weights"},
+    "gradnorm": {"alpha", "params", "chunk_size"},
+    "dwa": {"temp", "window"},
+    "avgnorm": {"params", "eps", "chunk_size"},
+    "cagrad": {"c", "rescale", "on", "chunk_size"},
+    "fairgrad": {"alpha", "max_iters", "on", "chunk_size"},
+    "famo": {"gamma", "w_lr", "max_norm", "update"},
+    "mgda": {"on", "epsilon", "max_iters", "chunk_size"},
+    "mgda_ub": {"on", "epsilon", "max_iters", "chunk_size"},
+}
 STRATEGIES = {"selective", "joint"}
 SELECTIVE_KEYS = {"name", "grouping", "order", "decay", "attribution", "warmup", "double_single", "group_size",
                   "num_groups", "preference", "convergence_iter", "group_norm", "seed"}
@@ -130,8 +142,13 @@ def validate(rid: str, r: dict[str, Any]) -> list[str]:
                 err(f"row {rid_}: method null needs an 'unsupported' reason")
         elif method not in METHODS:
             err(f"row {rid_}: unknown method {method!r}")
-        if "options" in row and not isinstance(row["options"], dict):
-            err(f"row {rid_}: options must be a map")
+        if "options" in row:
+            if not isinstance(row["options"], dict):
+                err(f"row {rid_}: options must be a map")
+            else:
+                bad_opts = set(row["options"]) - METHOD_OPTIONS.get(method, set())
+                if bad_opts:
+                    err(f"row {rid_}: unknown option(s) {sorted(bad_opts)} for method {method!r}")
         if row.get("setting") is not None and row["setting"] not in settings:
             err(f"row {rid_}: setting {row['setting']!r} not in settings")
         strat = row.get("strategy")

@@ -36,6 +36,7 @@ def test_main_exits_zero_without_paper_texts(tmp_path, capsys):
         (lambda r: r["rows"][1].update(setting="nope"), "not in settings"),
         (lambda r: r["delta_m"][0].update(baseline="nope"), "baseline row"),
         (lambda r: r.pop("cite"), "cite"),
+        (lambda r: r["rows"][4]["options"].update(alfa=1.5), "unknown option"),
     ],
 )
 def test_validator_rejects(mutate, message):
