@@ -64,3 +64,12 @@ def test_expanded_model_is_measured_on_each_tasks_own_stream():
     assert change["tm_layers"]["null"] == {"start": 0.0, "end": 1.0, "reduction": -1.0}
     assert change["all"]["range"]["reduction"] == pytest.approx(0.25)
     assert "te_layers" not in change
+
+
+def test_rho_zero_expands_nothing_and_keeps_one_stream():
+    """``rho=0`` is the without-DTME control of the paper's Tab. 14: the same analyses, no modules."""
+    model, tasks, batches = constructed_model()
+    res = expand(model, tasks, batches, DTMEConfig(rho=0.0, measure_inference=False))
+    assert res.report["expanded_layers"] == [] and res.report["params_added"] == 0
+    after = analyze_token_space(model, tasks, batches)
+    assert after.streams is None and after.range_rates() == pytest.approx(KNOWN_RANGE_RATES, abs=1e-12)

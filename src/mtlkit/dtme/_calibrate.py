@@ -98,9 +98,10 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList:
 
 
 def stream_names(model: nn.Module) -> list[str] | None:
-    """Task names of the per-task streams of an expanded backbone, in stream order (None: unexpanded)."""
+    """Task names of the per-task streams of an expanded backbone, in stream order (None: one shared stream,
+    also for a wrapper with nothing attached, e.g. after ``rho=0``)."""
     backbone = getattr(model, "backbone", model)
-    if not getattr(backbone, "is_expanded", False):
+    if not getattr(backbone, "is_expanded", False) or getattr(backbone, "fork_layer", None) is None:
         return None
     return list(backbone.task_names)
 
@@ -151,6 +152,7 @@ class _Layers:
 
     def tokens(self, out: torch.Tensor, batch: int) -> torch.Tensor:
         """X_l of all streams (S·B, N, D)."""
+        self.num_streams(out, batch)  # one shared stream or one per task, nothing else
         return out[:, : self.num_tokens]
 
     def task_view(self, grad: torch.Tensor, batch: int, task: str) -> torch.Tensor:

@@ -3,13 +3,16 @@ trainer callback that does it once during training (DESIGN.md §6.4-6.9, the pap
 
 In a custom training loop::
 
-    result = expand(model, tasks, train_loader, DTMEConfig())
+    result = expand(model, tasks, train_loader, DTMEConfig().for_dataset("nyud"))
     optimizer.add_param_group({"params": result.new_parameters})
+    print(result.summary)
 
 In ``mtlkit train --dtme`` the :class:`DTMECallback` does this at the configured iteration, adds the new
 parameters to the optimizer and the LR schedule (as task-specific parameters: LR × ``lr_ts``), records
-the transform in ``model.json`` (so checkpoints rebuild into the expanded model), writes the analysis to
-``token_space.json`` in the run directory and reports the expansion in ``metrics.json`` under ``"dtme"``.
+the transform in ``model.json`` (so checkpoints rebuild into the expanded model), prints the per-layer
+table (:func:`~mtlkit.dtme.expansion_table`), writes the analysis to ``token_space.json`` in the run
+directory and reports the expansion in ``metrics.json`` under ``"dtme"`` (keys: docs/dtme.md); with
+``final_analysis`` it analyses the expanded model again at the end (``token_space_end.json``).
 """
 
 from __future__ import annotations
@@ -225,7 +228,9 @@ class DTMECallback(ExpansionCallback):
         super().__init__(cfg, iters)
 
     def run(self, trainer: Any) -> Expansion:
+        training = trainer.model.training
         result = expand(trainer.model, trainer.tasks, _FreshLoader(trainer), self.config, seed=trainer.config.seed)
+        result.extra["training"] = training  # the end analysis runs in the same mode (BatchNorm in the heads)
         if self.config.freeze:
             for p in trainer.model.backbone.base.parameters():
                 p.requires_grad_(False)
@@ -239,9 +244,14 @@ class DTMECallback(ExpansionCallback):
         if self.result is None or not self.config.final_analysis:
             return rep
         if "end" not in self.result.extra:
-            start = self.result.analysis
-            end = analyze_token_space(trainer.model, trainer.tasks, _FreshLoader(trainer),
-                                      num_batches=self.config.resolved_calib_batches(), r=self.config.r)
+            start, model = self.result.analysis, trainer.model
+            was_training = model.training
+            model.train(self.result.extra.get("training", True))
+            try:
+                end = analyze_token_space(model, trainer.tasks, _FreshLoader(trainer),
+                                          num_batches=self.config.resolved_calib_batches(), r=self.config.r)
+            finally:
+                model.train(was_training)
             end.expansion = dict(start.expansion)
             self.result.extra["end"] = end
             if getattr(trainer, "rank", 0) == 0:
