@@ -11,7 +11,10 @@
    - single task: ``model(x, tasks=[t])``, only task t's stream, ratio − 1 (mean over the tasks);
    each in wall-clock time (median of ``--repeats`` passes, the two models interleaved) and in FLOPs
    (``torch.utils.flop_counter.FlopCounterMode``: matrix products, convolutions, attention).
-3. Parameter overhead at the paper's Tab. 1 setting (ViT-B, 224², linear heads; NYUD-v2 4 tasks,
+3. With ``--vitb-flops``: FLOPs of ViT-B (224², 4 NYUD-v2 tasks) expanded at different depths (exact counts,
+   hardware-independent; the fork layer decides the amortised overhead: the paper's 13.4% per task needs
+   a fork near block 10 of 12).
+4. Parameter overhead at the paper's Tab. 1 setting (ViT-B, 224², linear heads; NYUD-v2 4 tasks,
    PASCAL-Context 5; ρ = 0.5, L = 12, m = 6) for several readings, next to the paper's 0.24% / 0.30%.
 
 Random images and labels (the timing does not depend on the data). Prints tables, writes JSON::
@@ -143,6 +146,28 @@ def inference_row(args, n: int, device: torch.device) -> dict:
     return row
 
 
+def vitb_fork_flops() -> list[dict]:
+    """GFLOPs per image of ViT-B (224², 4 tasks, linear heads) with TM / TE at given layers, both readings."""
+    from mtlkit.dtme import DTME_SPEC_VERSION, apply_dtme
+
+    tasks = make_tasks(4)
+    x = torch.randn(1, 3, 224, 224)
+    plain = build_model("base", tasks, 224)
+    p_all, p_one = forward_flops(plain, x), forward_flops(plain, x, ["depth"])
+    layouts = [([5, 6, 7, 8, 9, 10], []), ([], [5, 6, 7, 8, 9, 10]), ([6, 8, 10], [5, 7, 9]),
+               ([9, 10, 11], [8, 9, 10]), ([10, 11], [10]), ([11], [])]
+    rows = []
+    for tm, te in layouts:
+        m = build_model("base", tasks, 224)
+        apply_dtme(m, {"tasks": list(tasks), "tm_layers": tm, "te_layers": te, "version": DTME_SPEC_VERSION})
+        a_all, a_one = forward_flops(m, x), forward_flops(m, x, ["depth"])
+        rows.append({"tm_layers": tm, "te_layers": te, "fork_layer": m.backbone.fork_layer,
+                     "gflops_plain": p_all / 1e9, "gflops_expanded": a_all / 1e9,
+                     "flops_overhead_per_task_pct": 100 * (a_all / p_all - 1) / 4,
+                     "flops_overhead_single_task_pct": 100 * (a_one / p_one - 1)})
+    return rows
+
+
 def parameter_readings() -> list[dict]:
     """Added parameters T·D·(2·|TM| + m·|TE|) in % of the unexpanded ViT-B model (backbone + linear heads)."""
     d, depth, m, n = 768, 12, 6, 6  # ViT-B, rho 0.5 -> n = 6 layers
@@ -192,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-params", action="store_true", help="skip the ViT-B parameter readings")
+    p.add_argument("--vitb-flops", action="store_true", help="FLOPs of ViT-B expanded at several depths")
     p.add_argument("--out", default="dtme_cost.json")
     args = p.parse_args(argv)
     if args.threads:
@@ -220,7 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
     # 2. inference overhead per number of tasks, both readings
     rows = [inference_row(args, n, device) for n in range(2, args.max_tasks + 1)]
 
-    # 3. parameter overhead readings at ViT-B
+    # 3. ViT-B FLOPs by expansion depth; 4. parameter overhead readings at ViT-B
+    vitb = vitb_fork_flops() if args.vitb_flops else []
     params = [] if args.no_params else parameter_readings()
 
     result = {
@@ -230,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "budget": args.budget, "torch": torch.__version__},
         "calibration": calib,
         "inference": rows,
+        "vitb_flops": vitb,
         "parameters": params,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -255,6 +283,14 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['flops_overhead_single_task_pct']:.1f} | {r['ms_per_image_plain']:.2f} | "
               f"{r['ms_per_image_expanded']:.2f} | {r['time_overhead_per_task_pct']:.1f} | "
               f"{r['time_overhead_single_task_pct']:.1f} |")
+    if vitb:
+        print("\nViT-B 224², 4 tasks: GFLOPs per image by expanded layers (exact counts)")
+        print("| TM | TE | fork | GFLOP plain | GFLOP expanded | +%/task amortised | +% single task |")
+        print("|---|---|---|---|---|---|---|")
+        for r in vitb:
+            print(f"| {r['tm_layers']} | {r['te_layers']} | {r['fork_layer']} | {r['gflops_plain']:.2f} | "
+                  f"{r['gflops_expanded']:.2f} | {r['flops_overhead_per_task_pct']:.1f} | "
+                  f"{r['flops_overhead_single_task_pct']:.2f} |")
     if params:
         print("\nParameter overhead, ViT-B 224², linear heads, rho 0.5 (n = 6 of L = 12), m = 6: T·D·(2·|TM| + m·|TE|)")
         print("| reading | TM layers | TE layers | NYUD-v2 (4 tasks) % | PASCAL-Context (5 tasks) % |")

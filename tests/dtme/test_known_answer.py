@@ -40,6 +40,13 @@ def test_expand_puts_tm_on_range_conflicts_and_te_on_null_conflicts(options, tm,
     assert res.report["token_space"]["range_conflict_rate"] == pytest.approx(KNOWN_RANGE_RATES, abs=1e-6)
     assert sorted(model.backbone.modulators) == [str(i) for i in tm]
     assert sorted(model.backbone.expanders) == [str(i) for i in te]
+    # the printed table: k / D, variance share, both rates and the marks of every layer
+    rows = [line for line in res.summary.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    for layer, row in enumerate(rows):
+        marks = f"| {'TM' if layer in tm else ''} | {'TE' if layer in te else ''} |"
+        assert row == (f"| {layer} | 1 / 4 | 100.00% | {KNOWN_RANGE_RATES[layer]:.4f} | "
+                       f"{KNOWN_NULL_RATES[layer]:.4f} {marks}")
+    assert f"TM layers {tm}, TE layers {te}: {len(set(tm) | set(te))} of 4 layers expanded" in res.summary
 
 
 def test_expanded_model_is_measured_on_each_tasks_own_stream():

@@ -23,11 +23,11 @@ def test_each_budget_on_a_made_up_table(selection, tm, te):
 @pytest.mark.parametrize(
     ("selection", "tm", "te"),
     [
-        # merged ranking TM0 .9, TM1 .8, TE0 .7, TE2 .6, TM4 .5 ...: layers {0, 1, 2} fill n = 3 before TM4
+        # rounds (TM0 .9, TE0 .7), (TM1 .8, TE2 .6): layers {0, 1, 2} fill n = 3; TM4 does not fit
         ("conflict", [0, 1], [0, 2]),
-        # ascending: TE1 .1 (layer 1 before TM2's layer 2), TM2 .1, TM3 .2, TE3 .2, TE4 .3 does not fit
+        # ascending: (TM2 .1, TE1 .1), (TM3 .2, TE3 .2); TM5 does not fit
         ("reverse", [2, 3], [1, 3]),
-        # TM scored by null, TE by range: TM5 .95, TE0 .9, TE1 .8, TM0 .7, TM2 .6 does not fit
+        # TM ranked by null, TE by range: (TM5 .95, TE0 .9), (TE1 .8 first, TM0 .7); TM2 does not fit
         ("swap", [0, 5], [0, 1]),
     ],
 )
@@ -78,7 +78,16 @@ def test_random_selection_is_seeded_and_sized():
 
 def test_ties_go_to_the_earlier_layer():
     assert select_layers([0.5, 0.5, 0.5, 0.1], [0.0] * 4, rho=0.5, budget="each") == ([0, 1], [0, 1])
-    assert select_layers([0.5, 0.5, 0.5, 0.1], [0.0] * 4, rho=0.5) == ([0, 1], [])
+    assert select_layers([0.5, 0.5, 0.5, 0.1], [0.0] * 4, rho=0.5) == ([0, 1], [0, 1])
+
+
+def test_total_budget_compares_ranks_not_rates_across_spaces():
+    # null rates all above the range rates still leave room for TM: the rounds alternate the two rankings
+    range_rates = [0.30, 0.35, 0.40, 0.45, 0.44, 0.43]
+    null_rates = [0.60, 0.61, 0.62, 0.58, 0.57, 0.70]
+    # rounds (TE2 .62 first, TM3 .45), (TE1 .61, TM4 .44): TM4 would be a 4th layer
+    assert select_layers(range_rates, null_rates, rho=0.5) == ([3], [1, 2])
+
 
 
 @pytest.mark.parametrize(("rho", "depth", "n"), [(0.5, 12, 6), (0.25, 12, 3), (0.25, 6, 2), (0.5, 5, 3),

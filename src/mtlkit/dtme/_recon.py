@@ -161,7 +161,7 @@ def recon_expand(
     """Measure parameter-gradient conflicts and make the most conflicting blocks task-specific, in place."""
     cfg = config or ReconConfig()
     conflicts = parameter_conflicts(
-        model, tasks, batches, num_batches=cfg.calib_batches, threshold=cfg.threshold
+        model, tasks, batches, num_batches=cfg.resolved_calib_batches(), threshold=cfg.threshold
     )
     layers = _broadcast(most_conflicting(conflicts.rates, cfg.num_layers(len(conflicts.rates))))
     conflicts.layers = layers

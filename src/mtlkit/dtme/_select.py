@@ -3,19 +3,20 @@
 DESIGN.md §6.4. n = round(ρ·L) (half-up rounding, at least 1 when ρ > 0). Two readings of ρ:
 
 - ``budget="total"`` (default, the paper's Fig. 6, whose x-axis is "the ratio of expanded layers to the
-  total"): at most n layers are expanded in all, a layer with TM, TE or both counting once. The
-  candidates are the (layer, TM) entries ranked by range-space conflict and the (layer, TE) entries
-  ranked by null-space conflict, merged into one ranking (both rates are shares of conflicting
-  (token, pair), so they compare); the selection is the longest head of that ranking whose entries fall
-  on at most n distinct layers. A layer whose range and null conflicts both rank high gets both (the
-  paper applies TM and TE "individually or jointly", App. B.3). How the paper fills the budget is not
-  written down; the merged ranking is our reading.
+  total"): at most n layers are expanded in all, a layer with TM, TE or both counting once. The layers
+  are ranked for TM by range-space conflict and for TE by null-space conflict; the two rankings are
+  taken in rounds (round j: the j-th TM entry and the j-th TE entry, the one with the higher rate
+  first, TM first on a tie), and the selection is the longest run of entries that falls on at most n
+  distinct layers. A layer whose range and null conflicts both rank high gets both (the paper applies
+  TM and TE "individually or jointly", App. B.3). Ranks, not rates, are compared across the two spaces,
+  so a space whose rates run higher overall does not crowd the other module out. How the paper fills
+  the budget is not written down; this is our reading.
 - ``budget="each"``: n layers for TM and, independently, n layers for TE (their union can reach 2n).
 
 Selections: ``conflict`` (the paper's standard: TM where range conflict is highest, TE where null conflict
 is highest), ``reverse`` (least conflict first, paper Tab. 2), ``swap`` (TM ranked by null conflict, TE by
 range conflict, paper Tab. 13), ``random`` (a seeded random ranking). ``apply``: ``both``, ``tm-only`` or
-``te-only`` (only that kind's entries are ranked). Ties go to the earlier layer, then TM before TE.
+``te-only`` (only that kind's layers are ranked). Ties go to the earlier layer.
 
 TE of layer l appends task tokens to the output tokens X_l of block l, which then take part in the
 attention of block l + 1; the last block's output enters no further block, so it is never a TE
@@ -43,22 +44,35 @@ def num_layers(rho: float, depth: int) -> int:
     return min(depth, max(1 if rho > 0 else 0, n))
 
 
-def _ranking(
-    tm_scores: Sequence[float], te_scores: Sequence[float], tm_ok: Sequence[int], te_ok: Sequence[int],
-    highest: bool, rng: random.Random | None,
-) -> list[tuple[str, int]]:
-    """(kind, layer) entries, best first; kind 0 = TM, 1 = TE (ties: earlier layer, then TM)."""
-    entries = [(0, i, tm_scores[i]) for i in tm_ok] + [(1, i, te_scores[i]) for i in te_ok]
+def _ranked(scores: Sequence[float], layers: Sequence[int], highest: bool, rng: random.Random | None) -> list[int]:
+    """``layers`` best first (ties: the earlier layer); a seeded shuffle for ``rng``."""
     if rng is not None:
-        entries.sort(key=lambda e: (e[1], e[0]))
-        rng.shuffle(entries)
-    else:
-        entries.sort(key=lambda e: ((-e[2] if highest else e[2]), e[1], e[0]))
-    return [("tm" if k == 0 else "te", i) for k, i, _ in entries]
+        out = sorted(layers)
+        rng.shuffle(out)
+        return out
+    return sorted(layers, key=lambda i: ((-scores[i] if highest else scores[i]), i))
+
+
+def _rounds(
+    tm: list[int], te: list[int], tm_scores: Sequence[float], te_scores: Sequence[float], highest: bool,
+    rng: random.Random | None,
+) -> list[tuple[str, int]]:
+    """(kind, layer) entries: round j holds the j-th TM and the j-th TE entry, the better one first."""
+    out: list[tuple[str, int]] = []
+    for j in range(max(len(tm), len(te))):
+        pair = [("tm", tm[j], tm_scores[tm[j]])] if j < len(tm) else []
+        pair += [("te", te[j], te_scores[te[j]])] if j < len(te) else []
+        if len(pair) == 2:
+            if rng is not None:
+                rng.shuffle(pair)
+            elif (pair[1][2] > pair[0][2]) if highest else (pair[1][2] < pair[0][2]):
+                pair.reverse()
+        out += [(kind, layer) for kind, layer, _ in pair]
+    return out
 
 
 def _fill(ranking: list[tuple[str, int]], n: int) -> tuple[list[int], list[int]]:
-    """The longest head of ``ranking`` whose entries fall on at most ``n`` distinct layers."""
+    """The longest run of ``ranking``'s entries, from the start, that falls on at most ``n`` distinct layers."""
     layers: set[int] = set()
     tm: list[int] = []
     te: list[int] = []
@@ -67,12 +81,6 @@ def _fill(ranking: list[tuple[str, int]], n: int) -> tuple[list[int], list[int]]
             break
         layers.add(layer)
         (tm if kind == "tm" else te).append(layer)
-    return sorted(tm), sorted(te)
-
-
-def _each(ranking: list[tuple[str, int]], n: int) -> tuple[list[int], list[int]]:
-    tm = [i for k, i in ranking if k == "tm"][:n]
-    te = [i for k, i in ranking if k == "te"][:n]
     return sorted(tm), sorted(te)
 
 
@@ -110,8 +118,12 @@ def select_layers(
     else:
         tm_scores, te_scores = range_rates, null_rates
     rng = random.Random(seed) if selection == "random" else None
-    ranking = _ranking(tm_scores, te_scores, tm_ok, te_ok, highest=selection != "reverse", rng=rng)
-    return _fill(ranking, n) if budget == "total" else _each(ranking, n)
+    highest = selection != "reverse"
+    tm = _ranked(tm_scores, tm_ok, highest, rng)
+    te = _ranked(te_scores, te_ok, highest, rng)
+    if budget == "each":
+        return sorted(tm[:n]), sorted(te[:n])
+    return _fill(_rounds(tm, te, tm_scores, te_scores, highest, rng), n)
 
 
 def expanded_layers(tm_layers: Sequence[int], te_layers: Sequence[int]) -> list[int]:
