@@ -177,3 +177,5 @@ def test_expand_in_a_custom_loop(tasks, batches):
         id(p) for t in tasks for p in model.backbone.task_specific_parameters(t)
     }
     assert "inference_ratio" not in res.report
+    with pytest.raises(MtlkitError, match="already expanded"):
+        expand(model, tasks, batches, DTMEConfig(calib_batches=1, measure_inference=False))

@@ -79,6 +79,16 @@ def _broadcast(obj: Any) -> Any:
     return obj
 
 
+def require_unexpanded(model: nn.Module, what: str) -> None:
+    """DTME and Recon expand a model once (the paper's Alg. 1); a second expansion is a user error."""
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, ExpandedBackbone) and backbone.fork_layer is not None:
+        raise MtlkitError(
+            f"{what}: the model is already expanded (TM / TE or task-specific blocks from layer "
+            f"{backbone.fork_layer}); expand an unexpanded model (analyze_token_space measures expanded ones)"
+        )
+
+
 def transform_model(
     model: nn.Module, name: str, spec: dict[str, Any], timing_images: torch.Tensor | None
 ) -> tuple[list[nn.Parameter], dict[str, Any]]:
@@ -120,6 +130,7 @@ def expand(
     run's dataset first (:meth:`DTMEConfig.for_dataset`).
     """
     cfg = config or DTMEConfig()
+    require_unexpanded(model, "dtme")
     num_batches = cfg.resolved_calib_batches()
     analysis = analyze_token_space(model, tasks, batches, num_batches=num_batches, r=cfg.r)
     depth = len(analysis.layers)
