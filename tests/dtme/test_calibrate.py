@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mtlkit.dtme import analyze_token_space, apply_dtme, token_gradients
+from mtlkit.dtme import DTME_SPEC_VERSION, analyze_token_space, apply_dtme, token_gradients
 from mtlkit.errors import MtlkitError
 
 from .helpers import random_batch, tiny_model, tiny_tasks
@@ -105,6 +105,68 @@ def test_bad_inputs_are_user_errors(tasks, batches):
         analyze_token_space(model, tasks, [])
     with pytest.raises(MtlkitError, match="with a length"):
         analyze_token_space(model, tasks, iter(batches), num_batches=None)
-    apply_dtme(model, {"tasks": list(tasks), "tm_layers": [1], "te_layers": []})
-    with pytest.raises(MtlkitError, match="already expanded"):
-        analyze_token_space(model, tasks, batches)
+
+
+def test_rates_recomputed_independently_per_layer(tasks, batches):
+    """Every layer's conflicts, recomputed by hand from that layer's own covariance, eigenbasis and token
+    gradients, equal the analysis' (a basis from another layer gives other numbers)."""
+    model = tiny_model(tasks)
+    r = 10.0
+    a = analyze_token_space(model, tasks, batches, num_batches=None, r=r)
+    names = list(tasks)
+    with torch.no_grad():
+        outs = [manual_block_outputs(model, b["image"])[0] for b in batches]
+    grads = []  # per batch, per layer: (T, B*N, D)
+    for b in batches:
+        o, feats = manual_block_outputs(model, b["image"], retain=True)
+        preds = model.forward_heads(feats)
+        per_task = []
+        for t in names:
+            g = torch.autograd.grad(tasks[t].loss(preds[t], b[t]), o, retain_graph=True)
+            per_task.append([x.reshape(-1, 32).double() for x in g])
+        grads.append([torch.stack([pt[layer] for pt in per_task]) for layer in range(4)])
+    bases = []
+    for layer in range(4):
+        x = torch.cat([o[layer].reshape(-1, 32) for o in outs]).double()
+        lam, u = torch.linalg.eigh(x.T @ x / x.shape[0])
+        lam, u = lam.flip(0).clamp_min(0), u.flip(1)
+        tail = lam.sum() - lam.cumsum(0)
+        k = int(torch.nonzero(lam.cumsum(0) >= r * tail)[0]) + 1
+        assert a.layers[layer].k == k
+        bases.append((u[:, :k], u[:, k:]))
+    rates = []
+    for layer in range(4):
+        ur, un = bases[layer]
+        pair_r = torch.zeros(3, 3, dtype=torch.float64)
+        pair_n = torch.zeros(3, 3, dtype=torch.float64)
+        for g in grads:
+            gl = g[layer]
+            for i in range(3):
+                for j in range(3):
+                    if i != j:
+                        pair_r[i, j] += ((gl[i] @ ur) * (gl[j] @ ur)).sum(-1).lt(0).double().mean()
+                        pair_n[i, j] += ((gl[i] @ un) * (gl[j] @ un)).sum(-1).lt(0).double().mean()
+        pair_r /= len(grads)
+        pair_n /= len(grads)
+        torch.testing.assert_close(torch.tensor(a.layers[layer].range_pairs, dtype=torch.float64), pair_r)
+        torch.testing.assert_close(torch.tensor(a.layers[layer].null_pairs, dtype=torch.float64), pair_n)
+        rates.append((float(pair_r[0, 1] + pair_r[0, 2] + pair_r[1, 2]) / 3, float(pair_n[0, 1] + pair_n[0, 2]
+                                                                                      + pair_n[1, 2]) / 3))
+    assert a.range_rates() == pytest.approx([x for x, _ in rates]) and a.null_rates() == pytest.approx(
+        [y for _, y in rates])
+    # the layers differ, so a mix-up of bases would show
+    assert len({round(x, 6) for x, _ in rates}) > 1 and len({round(y, 6) for _, y in rates}) > 1
+
+
+def test_expanded_model_is_analysed_per_task_stream(tasks, batches):
+    """At init TM is the identity, so each task's stream carries the shared tokens and gradients: the
+    analysis of the expanded model equals the unexpanded one; the result names the streams."""
+    model = tiny_model(tasks)
+    plain = analyze_token_space(model, tasks, batches, num_batches=2)
+    apply_dtme(model, {"tasks": list(tasks), "tm_layers": [0, 2], "te_layers": [], "version": DTME_SPEC_VERSION})
+    expanded = analyze_token_space(model, tasks, batches, num_batches=2)
+    assert plain.streams is None and expanded.streams == list(tasks)
+    assert [layer.k for layer in expanded.layers] == [layer.k for layer in plain.layers]
+    assert expanded.range_rates() == pytest.approx(plain.range_rates(), abs=0.02)  # a sign flip or two
+    assert expanded.null_rates() == pytest.approx(plain.null_rates(), abs=0.02)
+    assert expanded.covariance_tokens == plain.covariance_tokens

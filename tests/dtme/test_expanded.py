@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mtlkit.dtme import ExpandedBackbone, apply_dtme, apply_recon
+from mtlkit.dtme import DTME_SPEC_VERSION, ExpandedBackbone, apply_dtme, apply_recon
 from mtlkit.dtme._expand import transform_model
 from mtlkit.engine.checkpoint import load_model, save_model
 from mtlkit.errors import MtlkitError
@@ -31,31 +31,35 @@ def test_token_modulation_at_init_leaves_outputs_unchanged(tasks):
 
 
 def reference_stream(model, x, task, tm, te):
-    """Task ``task``'s stream run alone, written out by hand."""
+    """Task ``task``'s stream run alone, written out by hand: TM and TE of layer l act on block l's output,
+    TE tokens pass block l + 1 and are dropped."""
     bb = model.backbone
     base = bb.base
     h = base.embed(x)
     n = h.shape[1]
     feats = []
     for i, blk in enumerate(base.blocks):
-        if i in te:
-            e = bb.expanders[str(i)].tokens[task]
-            h = blk(torch.cat([h, e.expand(h.shape[0], -1, -1)], 1))[:, :n]
-        else:
-            h = blk(h)
+        h = blk(h)[:, :n]
         if i in tm:
             h = h * bb.modulators[str(i)].weight[task] + bb.modulators[str(i)].bias[task]
         if i in base.out_indices:
             feats.append(base.tokens_to_map(h, i))
+        if i in te:
+            e = bb.expanders[str(i)].tokens[task]
+            h = torch.cat([h, e.expand(h.shape[0], -1, -1)], 1)
     return model.heads[task](feats, model.output_size)
+
+
+def dtme_spec(tasks, tm, te, **kw):
+    return {"tasks": list(tasks), "tm_layers": tm, "te_layers": te, "version": DTME_SPEC_VERSION, **kw}
 
 
 def test_batched_forked_forward_equals_each_stream_alone(tasks):
     model = tiny_model(tasks)
     tm, te = [1, 3], [1, 2]
-    apply_dtme(model, {"tasks": list(tasks), "tm_layers": tm, "te_layers": te, "tokens": 2})
+    apply_dtme(model, dtme_spec(tasks, tm, te, tokens=2))
     perturb(model)
-    assert model.backbone.fork_layer == 1
+    assert model.backbone.fork_layer == 2  # block 2 is the first to run once per task
     x = random_batch()["image"]
     out = model(x)
     for t in tasks:
@@ -84,7 +88,7 @@ def test_batchnorm_modulator_normalises_each_task_separately(tasks):
 def test_task_specific_parameters_are_split_by_task(tasks):
     model = tiny_model(tasks)
     shared_before = {id(p) for p in model.shared_parameters()}
-    apply_dtme(model, {"tasks": list(tasks), "tm_layers": [0, 2], "te_layers": [1], "tokens": 6})
+    apply_dtme(model, dtme_spec(tasks, [0, 2], [1], tokens=6))
     assert {id(p) for p in model.shared_parameters()} == shared_before
     for t in tasks:
         own = model.task_parameters(t)
@@ -100,7 +104,7 @@ def test_parameter_overhead_by_hand(tasks):
     # linear heads on 4 concatenated 32-channel maps: semseg 3, depth 1, normals 3 outputs
     heads = (128 * 3 + 3) + (128 + 1) + (128 * 3 + 3)
     model = tiny_model(tasks)
-    spec = {"tasks": list(tasks), "tm_layers": [0, 2], "te_layers": [1], "tokens": 6}
+    spec = dtme_spec(tasks, [0, 2], [1], tokens=6)
     _, rep = transform_model(model, "dtme", spec, None)
     assert rep["params_before"] == backbone + heads == 58151
     assert rep["params_added"] == 3 * (2 * 2 * 32 + 1 * 6 * 32) == 960
@@ -133,8 +137,8 @@ def test_recon_copies_start_equal_and_stay_separate(tasks):
 @pytest.mark.parametrize(
     "transforms",
     [
-        [{"name": "dtme", "spec": {"tasks": ["semseg", "depth", "normals"], "tm_layers": [1, 3], "te_layers": [0, 3],
-                                   "tokens": 3, "modulator": "affine"}}],
+        [{"name": "dtme", "spec": {"tasks": ["semseg", "depth", "normals"], "tm_layers": [1, 3], "te_layers": [0, 2],
+                                   "tokens": 3, "modulator": "affine", "version": DTME_SPEC_VERSION}}],
         [{"name": "dtme", "spec": {"tasks": ["semseg", "depth", "normals"], "tm_layers": [2], "te_layers": [],
                                    "tokens": 6, "modulator": "batchnorm"}}],
         [{"name": "recon", "spec": {"tasks": ["semseg", "depth", "normals"], "layers": [3]}}],
@@ -176,3 +180,81 @@ def test_expansion_errors(tasks):
         apply_dtme(model, {"tasks": ["depth"], "tm_layers": [2], "te_layers": []})
     with pytest.raises(MtlkitError, match="valid: affine"):
         apply_dtme(tiny_model(tasks), {"tasks": list(tasks), "tm_layers": [1], "modulator": "film"})
+    with pytest.raises(MtlkitError, match="last block"):
+        apply_dtme(tiny_model(tasks), dtme_spec(tasks, [], [3]))
+    # a spec written before TE moved to the output of its block is refused, not silently reinterpreted
+    with pytest.raises(MtlkitError, match="version"):
+        apply_dtme(tiny_model(tasks), {"tasks": list(tasks), "tm_layers": [], "te_layers": [1]})
+
+
+def test_analysed_and_expanded_tokens_are_the_same_positions(tasks):
+    """TM and TE of layer l act on X_l, the tensor the analysis hooks as block l's output; TE's tokens
+    enter block l + 1 behind X_l and leave after it."""
+    from mtlkit.dtme._calibrate import _Layers
+
+    model = tiny_model(tasks)
+    x = random_batch()["image"]
+    with _Layers(model) as layers, torch.no_grad():
+        model(x)
+    analysed = [layers.tokens(o, x.shape[0]) for o in layers.outputs]  # what the analysis reads as X_l
+    layer, names = 1, list(tasks)
+    apply_dtme(model, dtme_spec(tasks, [layer], [layer], tokens=2))
+    bb = model.backbone
+    seen = {}
+    bb.modulators[str(layer)].register_forward_hook(lambda m, a, o: seen.update(tm_in=a[0], tm_out=o))
+    bb.expanders[str(layer)].register_forward_hook(lambda m, a, o: seen.update(te_in=a[0], te_out=o))
+    bb.blocks[layer + 1].register_forward_pre_hook(lambda m, a: seen.update(next_in=a[0]))
+    bb.blocks[layer + 1].register_forward_hook(lambda m, a, o: seen.update(next_out=o))
+    with torch.no_grad():
+        model(x)
+    n = analysed[layer].shape[1]
+    streams = len(names)
+    # TM's input is X_l of every stream, TE's input is TM's output (X_l modulated; X_l at init)
+    torch.testing.assert_close(seen["tm_in"], analysed[layer].repeat(streams, 1, 1), rtol=0, atol=0)
+    assert seen["te_in"] is seen["tm_out"]
+    torch.testing.assert_close(seen["te_in"], analysed[layer].repeat(streams, 1, 1), rtol=0, atol=0)
+    # block l + 1 reads X_l in positions [:n] and the task tokens behind them
+    assert seen["next_in"] is seen["te_out"] and seen["next_in"].shape[1] == n + 2
+    torch.testing.assert_close(seen["next_in"][:, :n], analysed[layer].repeat(streams, 1, 1), rtol=0, atol=0)
+    for i, t in enumerate(names):
+        stream = seen["next_in"][i * x.shape[0]:(i + 1) * x.shape[0]]
+        assert torch.equal(stream[:, n:], bb.expanders[str(layer)].tokens[t].expand(x.shape[0], -1, -1))
+    # the task tokens change what block l + 1 gives X_{l+1}; blocks up to l are untouched
+    assert not torch.allclose(seen["next_out"][:, :n], analysed[layer + 1].repeat(streams, 1, 1))
+    assert layers.num_tokens == n
+
+
+def count_block_rows(model):
+    """Forward pre-hooks counting the sequences every block (and every Recon copy) processes."""
+    rows = {"n": 0}
+
+    def hook(module, args):
+        rows["n"] += args[0].shape[0]
+
+    bb = model.backbone
+    for blk in bb.blocks:
+        for m in (blk.copies.values() if hasattr(blk, "copies") else [blk]):
+            m.register_forward_pre_hook(hook)
+    return rows
+
+
+@pytest.mark.parametrize("kind", ["dtme", "recon"])
+def test_one_task_runs_only_its_stream(tasks, kind):
+    model = tiny_model(tasks)
+    if kind == "dtme":
+        apply_dtme(model, dtme_spec(tasks, [1], [2], tokens=2))
+    else:
+        apply_recon(model, {"tasks": list(tasks), "layers": [2]})
+    perturb(model)
+    model.eval()
+    x = random_batch()["image"]
+    rows = count_block_rows(model)
+    b, depth, fork, t_num = x.shape[0], 4, model.backbone.fork_layer, len(tasks)
+    with torch.no_grad():
+        full = model(x)
+        assert rows["n"] == b * fork + t_num * b * (depth - fork)
+        for t in tasks:
+            rows["n"] = 0
+            alone = model(x, tasks=[t])
+            assert list(alone) == [t] and rows["n"] == b * depth  # one stream through every block
+            torch.testing.assert_close(alone[t], full[t], rtol=1e-5, atol=1e-5)

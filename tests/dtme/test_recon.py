@@ -36,3 +36,12 @@ def test_conflict_counts_match_per_block_gradients(tasks, batches):
 def test_most_conflicting_layers():
     assert most_conflicting([0.1, 0.7, 0.7, 0.3], 2) == [1, 2]
     assert most_conflicting([0.1, 0.7, 0.7, 0.3], 1) == [1]
+
+
+def test_recon_expand_with_default_options_resolves_the_calibration_set(tasks, batches):
+    from mtlkit.dtme import ReconConfig, recon_expand
+
+    model = tiny_model(tasks)
+    res = recon_expand(model, tasks, batches, ReconConfig(measure_inference=False))  # calib_batches="auto"
+    assert res.analysis.batches == len(batches)  # auto without a dataset: up to 100 batches
+    assert res.spec["layers"] == [max(range(4), key=lambda i: (res.analysis.rates[i], -i))]

@@ -1,8 +1,17 @@
 """Calibration: token covariance and token-space gradient conflicts of every block, over calibration batches.
 
+Layer l's token set is X_l, the output tokens of block l: every token of the block's output, the prefix
+tokens (the class token of a ViT) and the patch tokens; in an expanded model the task tokens TE appended
+to the previous layer's output are left out (they are dropped after block l). These are the very tokens
+that TM and TE of layer l act on (:class:`~mtlkit.dtme.ExpandedBackbone`).
+
 Works on any multi-task model whose backbone exposes its transformer blocks as ``backbone.blocks`` (each
 returning a token tensor (B, N, D)) and whose forward returns ``{task: prediction}``: the block outputs are
-read with forward hooks, so the model's own forward is used unchanged.
+read with forward hooks, so the model's own forward is used unchanged. On an expanded model (DTME / Recon,
+``backbone.is_expanded``) the blocks after the fork hold one stream per task: the covariance pools the
+tokens of all streams, and task t's gradient is taken w.r.t. its own stream's tokens, so a pair of tasks
+is compared at the same token of the same image (what the paper's Tab. 14 measures before and after
+training). Before the fork all tasks share the one stream, as in an unexpanded model.
 
 Two passes over the calibration set, as the paper times them separately (Tab. 6):
 
@@ -11,13 +20,16 @@ Two passes over the calibration set, as the paper times them separately (Tab. 6)
 2. for each batch the task losses are computed with every block's output recorded, and one
    ``autograd.grad`` per task gives ∂L_t/∂X_l for all layers at once (the input of the first block is made
    a leaf that requires grad, so only token paths are differentiated, no parameter gradients, and a frozen
-   backbone works too). The gradients are projected and the conflicts counted.
+   backbone works too). The gradients of layer l are projected on layer l's own eigenbasis and the
+   conflicts counted.
 
 Our choices (the paper does not say): all tokens of a block count, the class token included (its
 gradient at the last block is zero, as the heads read only patch tokens; a zero product is no conflict);
 the two passes each draw ``num_batches`` batches from a fresh iterator of ``batches`` (the same batches
-when it is a list or an unshuffled loader); the model's buffers (e.g. BatchNorm running statistics in the
-heads) are restored afterwards, so calibration leaves the model exactly as it was.
+when it is a list or a loader with a seeded shuffle); the model's buffers (e.g. BatchNorm running
+statistics in the heads) are restored afterwards, so calibration leaves the model exactly as it was.
+How many batches the paper uses depends on the dataset (App. B.3): see
+:func:`~mtlkit.dtme.calibration_batches_for`.
 """
 
 from __future__ import annotations
@@ -76,11 +88,6 @@ def draw_batches(batches: Iterable[Batch], num_batches: int | None) -> Iterator[
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:
     """The blocks of ``model.backbone`` (or of ``model`` itself); errors name what is missing."""
     backbone = getattr(model, "backbone", model)
-    if getattr(backbone, "is_expanded", False):
-        raise MtlkitError(
-            "token-space analysis needs an unexpanded model (one shared token stream); this model is already "
-            "expanded by DTME/Recon"
-        )
     blocks = getattr(backbone, "blocks", None)
     if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
         raise MtlkitError(
@@ -88,6 +95,76 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList:
             "with a `blocks` ModuleList whose blocks return (B, N, D) tokens"
         )
     return blocks
+
+
+def stream_names(model: nn.Module) -> list[str] | None:
+    """Task names of the per-task streams of an expanded backbone, in stream order (None: one shared stream,
+    also for a wrapper with nothing attached, e.g. after ``rho=0``)."""
+    backbone = getattr(model, "backbone", model)
+    if not getattr(backbone, "is_expanded", False) or getattr(backbone, "fork_layer", None) is None:
+        return None
+    return list(backbone.task_names)
+
+
+class _Layers:
+    """Forward hooks that record every block's output and the token count N of the block-0 input, and
+    cut X_l out of a block output: its first N tokens (TE tokens come after them), per stream."""
+
+    def __init__(self, model: nn.Module, leaf_input: bool = False) -> None:
+        self.blocks = transformer_blocks(model)
+        self.streams = stream_names(model)
+        self.outputs: list[torch.Tensor | None] = [None] * len(self.blocks)
+        self.num_tokens = 0
+        self.leaf_input = leaf_input
+
+    def __enter__(self) -> _Layers:
+        def start(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            x = _check_tokens(args[0], "the input of block 0")
+            self.num_tokens = x.shape[1]
+            if not self.leaf_input:
+                return None
+            # the token stream needs a graph even when the backbone is frozen; nothing before block 0 is needed
+            return (x.detach().requires_grad_(True), *args[1:])
+
+        def hook(index: int):
+            def fn(module: nn.Module, args: Any, out: Any) -> None:
+                self.outputs[index] = _check_tokens(out, f"the output of block {index}")
+
+            return fn
+
+        self.handles = [self.blocks[0].register_forward_pre_hook(start)]
+        self.handles += [blk.register_forward_hook(hook(i)) for i, blk in enumerate(self.blocks)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def num_streams(self, out: torch.Tensor, batch: int) -> int:
+        if out.shape[0] == batch:
+            return 1
+        if self.streams is None or out.shape[0] != batch * len(self.streams):
+            raise MtlkitError(
+                f"a block output has {out.shape[0]} sequences for a batch of {batch}: neither one shared stream "
+                f"nor one per task stream ({self.streams})"
+            )
+        return len(self.streams)
+
+    def tokens(self, out: torch.Tensor, batch: int) -> torch.Tensor:
+        """X_l of all streams (S·B, N, D)."""
+        self.num_streams(out, batch)  # one shared stream or one per task, nothing else
+        return out[:, : self.num_tokens]
+
+    def task_view(self, grad: torch.Tensor, batch: int, task: str) -> torch.Tensor:
+        """Task ``task``'s part (B, N, D) of a gradient w.r.t. a block output: its own stream after the fork."""
+        s = self.num_streams(grad, batch)
+        if s == 1:
+            return grad[:, : self.num_tokens]
+        assert self.streams is not None
+        if task not in self.streams:
+            raise MtlkitError(f"task {task!r} has no stream in the expanded model (streams: {self.streams})")
+        i = self.streams.index(task)
+        return grad[i * batch : (i + 1) * batch, : self.num_tokens]
 
 
 class _Buffers:
@@ -121,41 +198,28 @@ def task_losses(model: nn.Module, tasks: Mapping[str, Any], batch: dict[str, Any
 def token_covariances(
     model: nn.Module, batches: Iterable[Batch], num_batches: int | None
 ) -> tuple[list[TokenCovariance], int, int]:
-    """Pass 1: streamed float64 covariance of every block's output tokens.
+    """Pass 1: streamed float64 covariance of every layer's tokens X_l (all streams pooled).
 
     Returns (covariances, batches used, batches skipped because a block gave non-finite tokens).
     """
-    blocks = transformer_blocks(model)
     device = model_device(model)
-    pending: list[tuple[torch.Tensor, int] | None] = [None] * len(blocks)
-
-    def hook(index: int):
-        def fn(module: nn.Module, args: Any, out: Any) -> None:
-            pending[index] = TokenCovariance.batch_sum(_check_tokens(out, f"the output of block {index}"))
-
-        return fn
-
-    handles = [blk.register_forward_hook(hook(i)) for i, blk in enumerate(blocks)]
     covs: list[TokenCovariance] = []
     n = skipped = 0
-    try:
-        with torch.no_grad():
-            for batch in draw_batches(batches, num_batches):
-                images = to_device(batch, device)["image"]
-                # the blocks are all that is needed: skip the heads when the model separates them
-                (model.forward_features if hasattr(model, "forward_features") else model)(images)
-                sums = [p for p in pending if p is not None]
-                if not all(bool(torch.isfinite(s).all()) for s, _ in sums):
-                    skipped += 1
-                    continue
-                if not covs:
-                    covs = [TokenCovariance(s.shape[0], device=s.device) for s, _ in sums]
-                for cov, (s, c) in zip(covs, sums, strict=True):
-                    cov.add(s, c)
-                n += 1
-    finally:
-        for h in handles:
-            h.remove()
+    with _Layers(model) as layers, torch.no_grad():
+        for batch in draw_batches(batches, num_batches):
+            images = to_device(batch, device)["image"]
+            # the blocks are all that is needed: skip the heads when the model separates them
+            (model.forward_features if hasattr(model, "forward_features") else model)(images)
+            sums = [TokenCovariance.batch_sum(layers.tokens(o, images.shape[0])) for o in layers.outputs
+                    if o is not None]
+            if not all(bool(torch.isfinite(s).all()) for s, _ in sums):
+                skipped += 1
+                continue
+            if not covs:
+                covs = [TokenCovariance(s.shape[0], device=s.device) for s, _ in sums]
+            for cov, (s, c) in zip(covs, sums, strict=True):
+                cov.add(s, c)
+            n += 1
     if n == 0:
         raise MtlkitError(
             f"no usable calibration batch for the token covariance ({skipped} gave non-finite tokens)"
@@ -168,39 +232,24 @@ def token_covariances(
 def token_gradients(
     model: nn.Module, tasks: Mapping[str, Any], batch: dict[str, Any]
 ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]] | None:
-    """Per layer the stacked token gradients (T, M, D) of every task's loss (M = B·N tokens), and the losses.
+    """Per layer the stacked token gradients (T, M, D) of every task's loss w.r.t. X_l (M = B·N tokens; in an
+    expanded model task t's own stream), and the losses.
 
     Returns None when a loss or a token gradient is not finite (the batch is skipped).
     """
-    blocks = transformer_blocks(model)
-    outputs: list[torch.Tensor | None] = [None] * len(blocks)
-
-    def start(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        # the token stream needs a graph even when the backbone is frozen; nothing before block 0 is needed
-        return (_check_tokens(args[0], "the input of block 0").detach().requires_grad_(True), *args[1:])
-
-    def hook(index: int):
-        def fn(module: nn.Module, args: Any, out: Any) -> None:
-            outputs[index] = _check_tokens(out, f"the output of block {index}")
-
-        return fn
-
-    handles = [blocks[0].register_forward_pre_hook(start)]
-    handles += [blk.register_forward_hook(hook(i)) for i, blk in enumerate(blocks)]
-    try:
-        with torch.enable_grad():
-            losses = task_losses(model, tasks, batch)
-    finally:
-        for h in handles:
-            h.remove()
+    with _Layers(model, leaf_input=True) as layers, torch.enable_grad():
+        losses = task_losses(model, tasks, batch)
     if not all(math.isfinite(float(v.detach())) for v in losses.values()):
         return None
-    xs = [x for x in outputs if x is not None]
+    b = batch["image"].shape[0]
+    xs = [x for x in layers.outputs if x is not None]
     names = list(tasks)
     per_task = []
     for i, t in enumerate(names):
         grads = torch.autograd.grad(losses[t], xs, retain_graph=i < len(names) - 1, allow_unused=True)
-        per_task.append([torch.zeros_like(x) if g is None else g for g, x in zip(grads, xs, strict=True)])
+        per_task.append(
+            [layers.task_view(torch.zeros_like(x) if g is None else g, b, t) for g, x in zip(grads, xs, strict=True)]
+        )
     stacked = [torch.stack([per_task[i][l] for i in range(len(names))]).flatten(1, 2) for l in range(len(xs))]
     if not all(bool(torch.isfinite(g).all()) for g in stacked):
         return None
@@ -216,10 +265,12 @@ def analyze_token_space(
     r: float = 100.0,
     dtype: torch.dtype = torch.float64,
 ) -> TokenSpaceAnalysis:
-    """Measure every block's token space and range / null-space gradient conflicts (DESIGN.md §6.1-6.3).
+    """Measure every layer's token space and range / null-space gradient conflicts (DESIGN.md §6.1-6.3).
 
-    ``tasks``: name -> :class:`mtlkit.tasks.Task` (their losses; the order fixes the pair matrices).
-    ``batches``: an iterable of sample dicts (a DataLoader); ``num_batches=None`` uses one full pass.
+    Layer l is the output tokens X_l of block l (see the module docstring; per task stream on an expanded
+    model). ``tasks``: name -> :class:`mtlkit.tasks.Task` (their losses; the order fixes the pair
+    matrices). ``batches``: an iterable of sample dicts (a DataLoader); ``num_batches=None`` uses one full
+    pass (the paper's setting on NYUD-v2 and PASCAL-Context).
     ``dtype``: precision of the projections (the covariance and eigendecomposition are always float64).
     """
     if len(tasks) < 2:
@@ -286,4 +337,5 @@ def analyze_token_space(
         conflict_batches=n_conf,
         skipped_batches=skipped + skipped_cov,
         timings=timings,
+        streams=stream_names(model),
     )

@@ -3,13 +3,16 @@ trainer callback that does it once during training (DESIGN.md §6.4-6.9, the pap
 
 In a custom training loop::
 
-    result = expand(model, tasks, train_loader, DTMEConfig())
+    result = expand(model, tasks, train_loader, DTMEConfig().for_dataset("nyud"))
     optimizer.add_param_group({"params": result.new_parameters})
+    print(result.summary)
 
 In ``mtlkit train --dtme`` the :class:`DTMECallback` does this at the configured iteration, adds the new
 parameters to the optimizer and the LR schedule (as task-specific parameters: LR × ``lr_ts``), records
-the transform in ``model.json`` (so checkpoints rebuild into the expanded model), writes the analysis to
-``token_space.json`` in the run directory and reports the expansion in ``metrics.json`` under ``"dtme"``.
+the transform in ``model.json`` (so checkpoints rebuild into the expanded model), prints the per-layer
+table (:func:`~mtlkit.dtme.expansion_table`), writes the analysis to ``token_space.json`` in the run
+directory and reports the expansion in ``metrics.json`` under ``"dtme"`` (keys: docs/dtme.md); with
+``final_analysis`` it analyses the expanded model again at the end (``token_space_end.json``).
 """
 
 from __future__ import annotations
@@ -24,19 +27,30 @@ from torch import nn
 
 from mtlkit.dtme._calibrate import Batch, analyze_token_space, model_device, to_device
 from mtlkit.dtme._config import DTMEConfig
-from mtlkit.dtme._expanded import ExpandedBackbone, expanded_backbone
-from mtlkit.dtme._measure import count_parameters, inference_report, inference_seconds, overhead_pct
-from mtlkit.dtme._result import ANALYSIS_FILE, TokenSpaceAnalysis
-from mtlkit.dtme._select import select_layers
+from mtlkit.dtme._expanded import DTME_SPEC_VERSION, ExpandedBackbone, expanded_backbone
+from mtlkit.dtme._measure import count_parameters, inference_report, measure_inference, overhead_pct
+from mtlkit.dtme._result import ANALYSIS_FILE, END_ANALYSIS_FILE, TokenSpaceAnalysis, conflict_change, expansion_table
+from mtlkit.dtme._select import expanded_layers, select_layers
+from mtlkit.errors import MtlkitError
 from mtlkit.models import TRANSFORMS
 
 
 @TRANSFORMS.register("dtme")
 def apply_dtme(model: nn.Module, spec: dict[str, Any]) -> nn.Module:
     """Attach TM / TE as described by ``spec`` (``tasks``, ``tm_layers``, ``te_layers``, ``tokens``,
-    ``modulator``); deterministic, so a saved state dict loads into the result."""
-    backbone = expanded_backbone(model, spec.get("tasks"))
+    ``modulator``, ``version``); deterministic, so a saved state dict loads into the result.
+
+    ``version`` (:data:`DTME_SPEC_VERSION`) is needed with TE layers: specs written before version 2 put
+    the task tokens of layer l before block l, one block earlier than now, and are refused.
+    """
     tm, te = spec.get("tm_layers", []), spec.get("te_layers", [])
+    if te and int(spec.get("version", 1)) < DTME_SPEC_VERSION:
+        raise MtlkitError(
+            f"this dtme spec (version {spec.get('version', 1)}) places the task tokens of layer l before block l; "
+            f"since version {DTME_SPEC_VERSION} they extend the output of block l. Expand the model again, or add "
+            f'"version": {DTME_SPEC_VERSION} to a hand-written spec'
+        )
+    backbone = expanded_backbone(model, spec.get("tasks"))
     backbone.add_token_modules(tm, te, int(spec.get("tokens", 6)), spec.get("modulator", "affine"))
     return model
 
@@ -50,6 +64,8 @@ class Expansion:
     report: dict[str, Any]
     analysis: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: human-readable table of what was measured and chosen (printed by the trainer callback)
+    summary: str = ""
 
 
 def _broadcast(obj: Any) -> Any:
@@ -63,13 +79,25 @@ def _broadcast(obj: Any) -> Any:
     return obj
 
 
+def require_unexpanded(model: nn.Module, what: str) -> None:
+    """DTME and Recon expand a model once (the paper's Alg. 1); a second expansion is a user error."""
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, ExpandedBackbone) and backbone.fork_layer is not None:
+        raise MtlkitError(
+            f"{what}: the model is already expanded (TM / TE or task-specific blocks from layer "
+            f"{backbone.fork_layer}); expand an unexpanded model (analyze_token_space measures expanded ones)"
+        )
+
+
 def transform_model(
     model: nn.Module, name: str, spec: dict[str, Any], timing_images: torch.Tensor | None
 ) -> tuple[list[nn.Parameter], dict[str, Any]]:
-    """Apply transform ``name`` in place; returns the new parameters and the cost report."""
+    """Apply transform ``name`` in place; returns the new parameters and the cost report (parameters; with
+    ``timing_images`` also inference time and FLOPs, both readings: see :mod:`mtlkit.dtme._measure`)."""
     before_ids = {id(p) for p in model.parameters()}
     n_before = count_parameters(model)
-    t_before = inference_seconds(model, timing_images) if timing_images is not None else None
+    tasks = list(spec["tasks"])
+    cost_before = measure_inference(model, timing_images, tasks) if timing_images is not None else None
     TRANSFORMS.get(name)(model, spec)
     new = [p for p in model.parameters() if id(p) not in before_ids]
     n_after = count_parameters(model)
@@ -82,8 +110,9 @@ def transform_model(
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, ExpandedBackbone):
         report["fork_layer"] = backbone.fork_layer
-    if t_before is not None:
-        report.update(inference_report(t_before, inference_seconds(model, timing_images), len(spec["tasks"])))
+    if cost_before is not None:
+        assert timing_images is not None
+        report.update(inference_report(cost_before, measure_inference(model, timing_images, tasks), len(tasks)))
     return new, report
 
 
@@ -95,26 +124,53 @@ def expand(
     *,
     seed: int = 0,
 ) -> Expansion:
-    """Calibrate ``model`` on ``batches``, choose the layers and attach TM / TE in place (one call of Alg. 1)."""
+    """Calibrate ``model`` on ``batches``, choose the layers and attach TM / TE in place (one call of Alg. 1).
+
+    ``config.calib_batches="auto"`` (the default) uses 100 batches here; the trainer resolves it for the
+    run's dataset first (:meth:`DTMEConfig.for_dataset`).
+    """
     cfg = config or DTMEConfig()
-    analysis = analyze_token_space(model, tasks, batches, num_batches=cfg.calib_batches, r=cfg.r)
+    require_unexpanded(model, "dtme")
+    num_batches = cfg.resolved_calib_batches()
+    analysis = analyze_token_space(model, tasks, batches, num_batches=num_batches, r=cfg.r)
+    depth = len(analysis.layers)
     tm, te = select_layers(
         analysis.range_rates(),
         analysis.null_rates(),
         rho=cfg.rho,
         selection=cfg.selection,
         apply=cfg.mode,
+        budget=cfg.budget,
         seed=cfg.seed if cfg.seed is not None else seed,
     )
     tm, te = _broadcast((tm, te))
-    spec = {"tasks": list(tasks), "tm_layers": tm, "te_layers": te, "tokens": cfg.tokens, "modulator": cfg.modulator}
+    spec = {"tasks": list(tasks), "tm_layers": tm, "te_layers": te, "tokens": cfg.tokens,
+            "modulator": cfg.modulator, "version": DTME_SPEC_VERSION}
     images = None
     if cfg.measure_inference:
         images = to_device(next(iter(batches)), model_device(model))["image"]
     new, cost = transform_model(model, "dtme", spec, images)
-    analysis.expansion = {"tm_layers": tm, "te_layers": te, "selection": cfg.selection, "mode": cfg.mode}
-    report = {"tm_layers": tm, "te_layers": te, **cost, "token_space": analysis.summary(), "options": cfg.to_dict()}
-    return Expansion(spec=spec, new_parameters=new, report=report, analysis=analysis)
+    union = expanded_layers(tm, te)
+    analysis.expansion = {"tm_layers": tm, "te_layers": te, "selection": cfg.selection, "mode": cfg.mode,
+                          "budget": cfg.budget, "rho": cfg.rho}
+    report = {
+        "tm_layers": tm,
+        "te_layers": te,
+        "expanded_layers": union,
+        "expanded_ratio": len(union) / depth,
+        "depth": depth,
+        **cost,
+        "calibration": {
+            "batches": "all" if num_batches is None else num_batches,
+            "covariance_batches": analysis.covariance_batches,
+            "conflict_batches": analysis.conflict_batches,
+            "skipped_batches": analysis.skipped_batches,
+        },
+        "token_space": analysis.summary(),
+        "options": {**cfg.to_dict(), "calib_batches": "all" if num_batches is None else num_batches},
+    }
+    return Expansion(spec=spec, new_parameters=new, report=report, analysis=analysis,
+                     summary=expansion_table(analysis, report))
 
 
 class _FreshLoader:
@@ -157,10 +213,13 @@ class ExpansionCallback:
         trainer.model_spec["transforms"].append({"name": self.name, "spec": result.spec})
         result.report["iteration"] = iteration
         self.result = result
-        if getattr(trainer, "rank", 0) == 0 and result.analysis is not None:
-            out = Path(trainer.out)
-            out.mkdir(parents=True, exist_ok=True)
-            result.analysis.save(out / self.analysis_file)
+        if getattr(trainer, "rank", 0) == 0:
+            if result.summary:
+                print(result.summary, flush=True)
+            if result.analysis is not None:
+                out = Path(trainer.out)
+                out.mkdir(parents=True, exist_ok=True)
+                result.analysis.save(out / self.analysis_file)
 
     def report(self, trainer: Any) -> dict[str, Any]:
         """``{"dtme": {...}}`` for ``metrics.json`` (an empty section when training ended before expansion)."""
@@ -180,12 +239,38 @@ class DTMECallback(ExpansionCallback):
         super().__init__(cfg, iters)
 
     def run(self, trainer: Any) -> Expansion:
+        training = trainer.model.training
         result = expand(trainer.model, trainer.tasks, _FreshLoader(trainer), self.config, seed=trainer.config.seed)
+        result.extra["training"] = training  # the end analysis runs in the same mode (BatchNorm in the heads)
         if self.config.freeze:
             for p in trainer.model.backbone.base.parameters():
                 p.requires_grad_(False)
             result.report["frozen_params"] = count_parameters(trainer.model.backbone.base)
         return result
+
+    def report(self, trainer: Any) -> dict[str, Any]:
+        """As the base; with ``final_analysis`` the expanded model is analysed again at the end of training
+        (``token_space_end.json``) and the change per space is reported (the paper's Tab. 14)."""
+        rep = super().report(trainer)
+        if self.result is None or not self.config.final_analysis:
+            return rep
+        if "end" not in self.result.extra:
+            start, model = self.result.analysis, trainer.model
+            was_training = model.training
+            model.train(self.result.extra.get("training", True))
+            try:
+                end = analyze_token_space(model, trainer.tasks, _FreshLoader(trainer),
+                                          num_batches=self.config.resolved_calib_batches(), r=self.config.r)
+            finally:
+                model.train(was_training)
+            end.expansion = dict(start.expansion)
+            self.result.extra["end"] = end
+            if getattr(trainer, "rank", 0) == 0:
+                end.save(Path(trainer.out) / END_ANALYSIS_FILE)
+        end = self.result.extra["end"]
+        rep[self.name]["token_space_end"] = end.summary()
+        rep[self.name]["conflict_change"] = conflict_change(self.result.analysis, end)
+        return rep
 
 
 def load_analysis(run_dir: str | Path) -> TokenSpaceAnalysis:

@@ -1,9 +1,21 @@
 """The expanded backbone: a ViT whose token stream forks into one stream per task (DTME TM/TE, Recon copies).
 
-DESIGN.md §6.7: up to the first layer with a task-specific module the model runs one shared stream; from
-there on the T task streams are stacked task-major into one batch of T·B sequences, so every block is ONE
-batched call with shared weights (inference stays one pass for all tasks). The multi-layer features of
-each head come from its own stream (features taken before the fork are shared).
+DESIGN.md §6.5-6.7. Layer l's token set is X_l, the output tokens of block l (all of them: the prefix
+tokens, e.g. the class token, and the patch tokens), the set whose covariance and conflicts
+:func:`~mtlkit.dtme.analyze_token_space` measured for layer l. Both modules of layer l act on exactly
+that set, after block l:
+
+- TM of layer l: task t's X_l becomes X_l ⊙ w_t + b_t (paper Prop. 1 modulates the analysed tokens);
+- TE of layer l: m task tokens are appended to task t's X_l (after the TM of that layer, if any; paper
+  Prop. 2 extends the analysed tokens), take part in the attention of block l + 1 and are dropped after
+  it. The features the heads read at layer l are X_l without them. The last block's output enters no
+  block, so it cannot take TE.
+
+Up to the first layer with a task-specific module the model runs one shared stream; from there on the
+T task streams are stacked task-major into one batch of T·B sequences, so every block is ONE batched
+call with shared weights (inference stays one pass for all tasks; the paper's App. D). The multi-layer
+features of each head come from its own stream (features taken before the fork are shared).
+``forward(x, tasks=[t])`` runs only the streams asked for (the per-task inference path).
 
 The wrapped :class:`~mtlkit.models.VisionTransformer` stays a submodule (``base``), so its parameters are
 the same objects the optimizer already holds and its state-dict keys are the original ones under
@@ -23,12 +35,19 @@ from torch import nn
 from mtlkit.dtme._modules import MODULATORS, TaskBlocks, TokenExpander
 from mtlkit.errors import MtlkitError
 
+#: version of the ``dtme`` transform spec: 2 = TE of layer l extends the output tokens of block l (mtlkit
+#: before that appended them to the input of block l; such specs with TE layers are refused)
+DTME_SPEC_VERSION = 2
+
 
 class ExpandedBackbone(nn.Module):
-    """Forked-stream wrapper of a ViT backbone (``embed``, ``blocks``, ``tokens_to_map``, ``out_indices``)."""
+    """Forked-stream wrapper of a ViT backbone adapter (``embed``, ``blocks``, ``tokens_to_map``, ``out_indices``,
+    ``embed_dim``)."""
 
-    #: token-space analysis refuses expanded models (no single shared stream)
+    #: the backbone holds per-task streams (the token-space analysis then measures each task on its own)
     is_expanded = True
+    #: ``forward(x, tasks=...)`` runs only the streams asked for (read by MultiTaskModel)
+    accepts_tasks = True
 
     def __init__(self, base: nn.Module, tasks: Sequence[str]) -> None:
         super().__init__()
@@ -63,8 +82,16 @@ class ExpandedBackbone(nn.Module):
         return self.base.embed_dim
 
     @property
+    def num_prefix_tokens(self) -> int:
+        return getattr(self.base, "num_prefix_tokens", 0)
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        return getattr(self.base, "grid", None)
+
+    @property
     def config(self):
-        return self.base.config
+        return getattr(self.base, "config", None)
 
     @property
     def depth(self) -> int:
@@ -85,7 +112,7 @@ class ExpandedBackbone(nn.Module):
     def add_token_modules(
         self, tm_layers: Sequence[int], te_layers: Sequence[int], num_tokens: int = 6, modulator: str = "affine"
     ) -> list[nn.Parameter]:
-        """Attach TM after the ``tm_layers`` and TE before the ``te_layers``; returns the new parameters."""
+        """Attach TM and TE to the output tokens of the given blocks; returns the new parameters."""
         if modulator not in MODULATORS:
             raise MtlkitError(f"unknown modulator {modulator!r}; valid: {', '.join(MODULATORS)}")
         if te_layers and num_tokens < 1:
@@ -100,6 +127,11 @@ class ExpandedBackbone(nn.Module):
             new += list(self.modulators[key].parameters())
         for layer in te_layers:
             key = self._layer(layer)
+            if int(key) == self.depth - 1:
+                raise MtlkitError(
+                    f"layer {layer} is the last block: its output enters no further block, so task tokens "
+                    "appended to it would have no effect; choose TE layers below it"
+                )
             if key in self.expanders:
                 raise MtlkitError(f"layer {layer} already has task tokens")
             self.expanders[key] = self._place(TokenExpander(self.task_names, d, num_tokens))
@@ -131,32 +163,42 @@ class ExpandedBackbone(nn.Module):
         return params
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
-        """The last shared block and the final norm (task-specific copies are skipped)."""
+        """The base's last shared layer; with task-specific copies, the last shared block and the final norm."""
+        if not any(isinstance(b, TaskBlocks) for b in self.base.blocks) and hasattr(self.base, "last_layer_parameters"):
+            return list(self.base.last_layer_parameters())
         shared = [b for b in self.base.blocks if not isinstance(b, TaskBlocks)]
         norm = getattr(self.base, "norm", None)
         return (list(shared[-1].parameters()) if shared else []) + (list(norm.parameters()) if norm else [])
 
     @property
     def fork_layer(self) -> int | None:
-        """Index of the first block whose output differs per task (None when nothing is expanded)."""
-        cands = [int(k) for k in self.modulators] + [int(k) for k in self.expanders]
+        """Index of the first block that runs once per task stream (None when nothing is expanded; ``depth``
+        when only the last block's output is modulated)."""
+        cands = [int(k) + 1 for k in self.modulators] + [int(k) + 1 for k in self.expanders]
         cands += [i for i, b in enumerate(self.base.blocks) if isinstance(b, TaskBlocks)]
         return min(cands) if cands else None
+
+    def streams_at(self, layer: int) -> bool:
+        """True when block ``layer``'s output holds one stream per task (it ran after the fork)."""
+        fork = self.fork_layer
+        return fork is not None and layer >= fork
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, tasks: Sequence[str] | None = None) -> dict[str, list[torch.Tensor]]:
         """Image (B, 3, H, W) -> ``{task: [feature maps of out_indices]}`` (streams of ``tasks``, default all)."""
         names = self.task_names if tasks is None else list(tasks)
         unknown = set(names) - set(self.task_names)
+        if not names:
+            raise MtlkitError(f"no task stream asked for; expanded for {self.task_names}")
         if unknown:
             raise MtlkitError(f"unknown task stream(s) {sorted(unknown)}; expanded for {self.task_names}")
-        cfg = getattr(self.base, "config", None)
-        if cfg is not None and tuple(x.shape[-2:]) != tuple(cfg.img_size):
+        cfg = self.config
+        if cfg is not None and hasattr(cfg, "img_size") and tuple(x.shape[-2:]) != tuple(cfg.img_size):
             raise ValueError(f"input size {tuple(x.shape[-2:])} differs from the model's img_size {cfg.img_size}")
         n_streams = len(names)
         h = self.base.embed(x)
         n_tokens = h.shape[1]
-        forked = False
+        forked = extended = False
 
         def fork(t: torch.Tensor) -> torch.Tensor:
             return t.unsqueeze(0).expand(n_streams, *t.shape).reshape(n_streams * t.shape[0], *t.shape[1:])
@@ -164,21 +206,22 @@ class ExpandedBackbone(nn.Module):
         feats: list[tuple[torch.Tensor, bool]] = []
         for i, blk in enumerate(self.base.blocks):
             key = str(i)
-            expander = self.expanders[key] if key in self.expanders else None
             per_task_block = isinstance(blk, TaskBlocks)
-            if (expander is not None or per_task_block) and not forked:
+            if per_task_block and not forked:
                 h, forked = fork(h), True
-            if expander is not None:
-                h = expander(h, names)
-            h = blk(h, names) if per_task_block else blk(h)
-            if expander is not None:
-                h = h[:, :n_tokens]
-            if key in self.modulators:
+            h = blk(h, names) if per_task_block else blk(h)  # X_i
+            if extended:  # the task tokens of layer i - 1 have passed block i: drop them
+                h, extended = h[:, :n_tokens], False
+            if key in self.modulators:  # TM of layer i on X_i
                 if not forked:
                     h, forked = fork(h), True
                 h = self.modulators[key](h, names)
             if i in self.base.out_indices:
                 feats.append((self.base.tokens_to_map(h, i), forked))
+            if key in self.expanders:  # TE of layer i: X_i extended, read by block i + 1
+                if not forked:
+                    h, forked = fork(h), True
+                h, extended = self.expanders[key](h, names), True
         out: dict[str, list[torch.Tensor]] = {t: [] for t in names}
         for f, is_forked in feats:
             parts = f.chunk(n_streams) if is_forked else [f] * n_streams

@@ -5,7 +5,8 @@
 - :class:`BatchNormModulator`: the paper's ablation (Tab. 11), one BatchNorm over the D channels per task,
   statistics over that task's tokens.
 - :class:`TokenExpander` (TE): m learnable tokens per task, E_t ∈ R^{m×D} (truncated normal, std 0.02, as
-  timm initialises learned tokens), appended to task t's sequence before a block and dropped after it.
+  timm initialises learned tokens), appended to task t's output tokens of a block, read by the next block
+  and dropped after it.
 - :class:`TaskBlocks` (Recon): one copy of a block per task.
 
 Every parameter belongs to exactly one task (``task_parameters(t)``), so the model can report them as

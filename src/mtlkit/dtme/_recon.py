@@ -37,7 +37,14 @@ from mtlkit.dtme._calibrate import (
     transformer_blocks,
 )
 from mtlkit.dtme._config import ReconConfig
-from mtlkit.dtme._expand import Expansion, ExpansionCallback, _broadcast, _FreshLoader, transform_model
+from mtlkit.dtme._expand import (
+    Expansion,
+    ExpansionCallback,
+    _broadcast,
+    _FreshLoader,
+    require_unexpanded,
+    transform_model,
+)
 from mtlkit.dtme._expanded import expanded_backbone
 from mtlkit.errors import MtlkitError
 from mtlkit.models import TRANSFORMS
@@ -160,8 +167,9 @@ def recon_expand(
 ) -> Expansion:
     """Measure parameter-gradient conflicts and make the most conflicting blocks task-specific, in place."""
     cfg = config or ReconConfig()
+    require_unexpanded(model, "recon")
     conflicts = parameter_conflicts(
-        model, tasks, batches, num_batches=cfg.calib_batches, threshold=cfg.threshold
+        model, tasks, batches, num_batches=cfg.resolved_calib_batches(), threshold=cfg.threshold
     )
     layers = _broadcast(most_conflicting(conflicts.rates, cfg.num_layers(len(conflicts.rates))))
     conflicts.layers = layers

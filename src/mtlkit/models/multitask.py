@@ -29,7 +29,10 @@ class MultiTaskModel(nn.Module):
     def tasks(self) -> list[str]:
         return list(self.heads.keys())
 
-    def forward_features(self, x: torch.Tensor) -> Features:
+    def forward_features(self, x: torch.Tensor, tasks: Iterable[str] | None = None) -> Features:
+        """Backbone features; a backbone with per-task streams (``accepts_tasks``) runs only ``tasks``' ones."""
+        if tasks is not None and getattr(self.backbone, "accepts_tasks", False):
+            return self.backbone(x, tasks=list(tasks))
         return self.backbone(x)
 
     def forward_heads(self, feats: Features, tasks: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
@@ -43,7 +46,8 @@ class MultiTaskModel(nn.Module):
     def forward(
         self, x: torch.Tensor, tasks: Iterable[str] | None = None, return_features: bool = False
     ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], Features]:
-        feats = self.forward_features(x)
+        tasks = None if tasks is None else list(tasks)
+        feats = self.forward_features(x, tasks)
         out = self.forward_heads(feats, tasks)
         return (out, feats) if return_features else out
 
