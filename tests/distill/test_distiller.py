@@ -155,7 +155,7 @@ def test_state_dict_holds_adaptors_and_optimizer_never_teachers():
     d = URLDistiller.from_example(teachers, student.forward_features(x), x, total_steps=10)
     _train(student, d, x, steps=1)
     state = d.state_dict()
-    assert set(state) == {"tasks", "weights", "adaptors", "optimizer", "scheduler"}
+    assert set(state) == {"tasks", "weights", "adaptors", "optimizer", "scheduler", "recent"}
     assert set(state["adaptors"]) == {f"{t}.convs.0.weight" for t in TASKS}
     assert len(state["optimizer"]["state"]) == len(TASKS)  # Adam moments of the adaptors only
     teacher_ptrs = {v.data_ptr() for m in teachers.values() for v in m.state_dict().values()}
@@ -186,6 +186,8 @@ def test_exact_resume():
     d.load_state_dict(saved[2])
     _train(student, d, x, steps=2, opt=opt)
     assert (state_bytes(student), state_bytes(d.adaptors), d.lr) == straight
+    assert len(d.recent) == 4 and d.final() == pytest.approx(
+        {t: sum(r[t] for r in d.recent) / 4 for t in TASKS})
     with pytest.raises(MtlkitError, match="tasks"):
         URLDistiller(_teachers(tasks=("depth",)), 12, 12).load_state_dict(saved[2])
 
@@ -213,7 +215,7 @@ def _grads(model, distiller) -> list[torch.Tensor]:
     return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
 
 
-@pytest.mark.parametrize("method", ["equal", "pcgrad"])
+@pytest.mark.parametrize("method", ["equal", "avgnorm", "pcgrad"])
 def test_distillation_is_added_after_the_balancer(method):
     """g = g_balancer(task losses) + ∇ Σ λ D: the balancer never sees the distillation loss."""
     torch.manual_seed(0)
@@ -225,7 +227,8 @@ def test_distillation_is_added_after_the_balancer(method):
         d.zero_grad()
         out, feats = student(x, return_features=True)
         total, _ = d.loss(feats, x)
-        kw = {"shared": student.shared_parameters(), "features": feats}
+        kw = {"shared": student.shared_parameters(), "features": feats,
+              "last_shared": student.last_shared_parameters()}
         if with_tasks and with_distill:
             backward_with_distillation(balancing.get(method), task_losses(out, x), total, **kw)
         elif with_tasks:
@@ -252,7 +255,40 @@ def test_training_with_the_distiller_lowers_the_distance():
     torch.manual_seed(0)
     student, x = tiny_model(), _batch()
     d = URLDistiller.from_example(_teachers(), student.forward_features(x), x)
+    assert d.final() == {}
     hist = _train(student, d, x, steps=25)
     first, last = hist[0], hist[-1]
     for t in TASKS:
         assert last[t] < 0.5 * first[t], (t, first[t], last[t])
+
+
+def test_nonfinite_distillation_loss_is_left_out():
+    torch.manual_seed(0)
+    student, x = tiny_model(), _batch()
+    out, feats = student(x, return_features=True)
+    bad = feats[-1].sum() * float("nan")
+    with pytest.warns(RuntimeWarning, match="left out"):
+        info = backward_with_distillation(balancing.get("equal"), task_losses(out, x), bad)
+    assert info["distill_nonfinite"] == 1
+    assert all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in student.parameters())
+    assert student.backbone.conv1.weight.grad is not None  # the task losses still trained
+
+
+def test_half_precision_features():
+    teacher = _vec_map([1.0, 0.0])
+    d = URLDistiller({"semseg": Const(teacher.half())}, 2, 2)
+    d.adaptors["semseg"].set_identity()
+    _, dist = d.loss([_vec_map([3.0, 4.0]).half()], inputs=torch.zeros(1))
+    assert dist["semseg"] == pytest.approx(0.8, abs=1e-3)
+
+
+def test_step_passes_the_adaptor_gradients_to_sync_grads():
+    torch.manual_seed(0)
+    student, x = tiny_model(), _batch()
+    d = URLDistiller.from_example(_teachers(), student.forward_features(x), x)
+    total, _ = d.loss(student.forward_features(x), x)
+    total.backward()
+    seen = []
+    d.step(sync_grads=lambda params: seen.append([p is q and p.grad is not None
+                                                  for p, q in zip(params, d.parameters(), strict=True)]))
+    assert seen == [[True] * len(TASKS)]

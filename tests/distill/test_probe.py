@@ -87,3 +87,24 @@ def test_probe_learns_and_reports():
     assert probe.step(feats, teacher_features=tf) == again.step(feats, teacher_features=tf)
     with pytest.raises(MtlkitError, match="every"):
         FeatureDistanceProbe(teachers, 12, 12, every=0)
+
+
+def test_sync_grads_hook_sees_the_probe_gradients():
+    torch.manual_seed(0)
+    feats, x = [torch.randn(2, 12, 8, 8)], torch.randn(2, 3, 16, 16)
+    weights = _trained_teachers()
+    teachers = {t: build_teacher(lambda t=t: tiny_model((t,)), weights[t]) for t in TASKS}
+    a = FeatureDistanceProbe.from_example(teachers, feats, x)
+    b, c = copy.deepcopy(a), copy.deepcopy(a)
+    seen = []
+
+    def zero_all(params):  # stands in for an all-reduce; the step must use what it leaves
+        seen.append([p.grad is not None for p in params])
+        for p in params:
+            p.grad.zero_()
+
+    a.step(feats, x, sync_grads=zero_all)
+    b.step(feats, x)
+    c.step(feats, x, sync_grads=lambda params: None)
+    assert seen == [[True] * len(a.parameters())]
+    assert state_bytes(a.adaptors) != state_bytes(b.adaptors) == state_bytes(c.adaptors)

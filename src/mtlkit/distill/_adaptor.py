@@ -45,6 +45,7 @@ class URLAdaptor(nn.Module):
             raise MtlkitError(f"URL adaptor built for {len(self.convs)} feature(s), got {len(feats)}")
         out = []
         for conv, f in zip(self.convs, feats, strict=True):
+            f = f.to(conv.weight.dtype)  # e.g. half-precision features outside autocast (autocast re-casts)
             if f.dim() == 2:
                 out.append(conv(f[:, :, None, None])[:, :, 0, 0])
             elif f.dim() == 4:

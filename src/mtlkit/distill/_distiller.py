@@ -27,7 +27,10 @@ training; we freeze them fully (trained statistics, unchanged bytes), which is w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -45,6 +48,8 @@ _ALIASES = {"semantic": "semseg", "normal": "normals"}  # the official script's 
 OFFICIAL_LR = 1e-2
 OFFICIAL_WEIGHT_DECAY = 5e-4
 OFFICIAL_EPOCHS = 200
+#: how many recent steps :meth:`URLDistiller.final` averages (our choice)
+RECENT = 50
 
 #: ``mtlkit methods`` entry (registered by the trainer phase)
 PAPER = "Li, Liu & Bilen, Universal Representations: A Unified Look at Multiple Task and Domain Learning, IJCV 2023"
@@ -125,6 +130,7 @@ class URLDistiller(AdaptorBank):
             if self.total_steps is not None else None
         )
         self.last: dict[str, float] = {}
+        self.recent: deque[dict[str, float]] = deque(maxlen=RECENT)
 
     @classmethod
     def from_example(
@@ -146,10 +152,22 @@ class URLDistiller(AdaptorBank):
         d = self.distances(student_features, inputs, teacher_features)
         total = sum(self.weights[t] * d[t] for t in self.tasks)  # nyu_url.py lines 200-201
         self.last = {t: float(v.detach()) for t, v in d.items()}
+        self.recent.append(dict(self.last))
         return total, dict(self.last)
 
-    def step(self) -> None:
-        """The adaptors' optimizer step (after the student's, ``nyu_url.py`` lines 220-221)."""
+    def final(self) -> dict[str, float]:
+        """Mean distance per task over the last :data:`RECENT` calls of :meth:`loss` (``metrics.json``)."""
+        rows = list(self.recent)
+        return {t: sum(r[t] for r in rows) / len(rows) for t in self.tasks} if rows else {}
+
+    def step(self, sync_grads: Callable[[list[nn.Parameter]], None] | None = None) -> None:
+        """The adaptors' optimizer step (after the student's, ``nyu_url.py`` lines 220-221).
+
+        ``sync_grads``: called with the adaptors' parameters before the step; under torchrun the engine passes
+        its gradient all-reduce (``mtlkit.engine._distributed.average_gradients``) so every process keeps
+        the same adaptors."""
+        if sync_grads is not None:
+            sync_grads(self.parameters())
         self.optimizer.step()
 
     def schedule_step(self) -> None:
@@ -175,6 +193,7 @@ class URLDistiller(AdaptorBank):
             "adaptors": self.adaptors.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "recent": [dict(r) for r in self.recent],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -185,6 +204,7 @@ class URLDistiller(AdaptorBank):
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        self.recent = deque((dict(r) for r in state.get("recent", [])), maxlen=RECENT)
 
 
 def backward_with_distillation(
@@ -197,11 +217,18 @@ def backward_with_distillation(
     loss is back-propagated first, keeping the graph, and the balancer's backward (which frees it)
     accumulates its update on top: the result is ``g_balancer + ∇ Σ_t λ_t D_t`` for weightings and
     aggregators alike (an aggregator never sees the distillation gradient). Returns the balancer's info with
-    ``"distill_loss"`` added.
+    ``"distill_loss"`` added. A non-finite distillation loss is left out of the step (warning, and
+    ``"distill_nonfinite": 1`` in the info) so that it cannot corrupt the student.
     """
-    if distill_loss is not None and distill_loss.requires_grad:
+    value = None if distill_loss is None else float(distill_loss.detach())
+    skipped = value is not None and not math.isfinite(value)
+    if skipped:
+        warnings.warn(f"URL distillation loss is {value}; left out of this step", RuntimeWarning, stacklevel=2)
+    elif distill_loss is not None and distill_loss.requires_grad:
         distill_loss.backward(retain_graph=True)
     info = dict(balancer.backward(dict(losses), **balancer_kwargs) or {})
-    if distill_loss is not None:
-        info["distill_loss"] = float(distill_loss.detach())
+    if value is not None:
+        info["distill_loss"] = value
+    if skipped:
+        info["distill_nonfinite"] = 1
     return info

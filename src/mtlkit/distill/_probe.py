@@ -16,7 +16,7 @@ adaptor update (as the official URL log, ``nyu_url.py`` lines 196-197 then 217-2
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -78,8 +78,13 @@ class FeatureDistanceProbe(AdaptorBank):
     def step(
         self, student_features: Any, inputs: Any = None, *,
         teacher_features: Mapping[str, torch.Tensor] | None = None, iteration: int | None = None,
+        sync_grads: Callable[[list[nn.Parameter]], None] | None = None,
     ) -> dict[str, float]:
-        """Measure ``{task: distance}`` on this batch, then update the probe adaptors once; logs and returns it."""
+        """Measure ``{task: distance}`` on this batch, then update the probe adaptors once; logs and returns it.
+
+        ``sync_grads``: called with the probe's parameters (gradients filled) before its step; under torchrun
+        the engine passes its gradient all-reduce so the probes of all processes stay equal (the logged
+        distances are this process's; the engine averages them for the log)."""
         picked = {t: [f.detach() for f in select_features(student_features, self.select, t)] for t in self.tasks}
         if teacher_features is None:
             if inputs is None:
@@ -92,6 +97,8 @@ class FeatureDistanceProbe(AdaptorBank):
             grads = torch.autograd.grad(total, params)  # only the probe's own parameters
         for p, g in zip(params, grads, strict=True):
             p.grad = g
+        if sync_grads is not None:
+            sync_grads(params)
         self.optimizer.step()
         self.zero_grad()
         out = {t: float(v.detach()) for t, v in d.items()}
