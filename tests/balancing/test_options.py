@@ -53,3 +53,20 @@ def test_methods_on_the_representation_say_so():
     assert not balancing.get("mgda").needs_shared_representation
     assert not balancing.get("graddrop", on="params", variant="element").needs_shared_representation
     assert not balancing.get("equal").needs_shared_representation
+
+
+def test_heads_and_scale_options_are_validated():
+    with pytest.raises(MtlkitError, match="heads must be"):
+        balancing.get("mgda", heads="scaled")
+    with pytest.raises(MtlkitError, match="no option"):  # GradDrop has no weights to give the heads
+        balancing.get("graddrop", heads="weights")
+    with pytest.raises(MtlkitError, match="scale must be"):
+        balancing.get("cagrad", scale="avg")
+    with pytest.raises(MtlkitError, match="max_norm"):
+        balancing.get("fairgrad", max_norm=-1)
+    with pytest.raises(MtlkitError, match="init"):
+        balancing.get("uw", init="zero")
+    with pytest.raises(MtlkitError, match="window"):
+        balancing.get("dwa", window=0)
+    with pytest.raises(MtlkitError, match="solver"):
+        balancing.get("mgda", solver="qp")
