@@ -567,6 +567,40 @@ def _cagrad() -> Pairs:
 @check("graddrop", "Chen et al. Alg. 1 as LibMTL GradDrop.py L33-49 (Σ_batch sgn(A)∘∇_A L_i, one mask per "
        "feature), same draws")
 def _graddrop() -> Pairs:
+    return _graddrop_one_representation() + _graddrop_two_representations()
+
+
+def _graddrop_two_representations() -> Pairs:
+    """A representation in two tensors (multi-scale features): Algorithm 1 on their concatenated features,
+    one uniform draw per feature in order (our reading for more than one tensor; LibMTL has one)."""
+    out = []
+    g = torch.Generator().manual_seed(11)
+    w_enc = torch.nn.Parameter(torch.randn(4, 3, dtype=D, generator=g))
+    x = torch.randn(5, 3, dtype=D, generator=g)
+    z1 = torch.tanh(x @ w_enc.T)  # (5, 4)
+    z2 = torch.sin(x @ w_enc.T).reshape(5, 2, 2)  # (5, 2, 2)
+    heads = torch.randn(3, 8, dtype=D, generator=g)
+    losses = {f"t{i}": ((torch.cat([z1, z2.reshape(5, 4)], 1) @ heads[i]) - i).pow(2).mean() for i in range(3)}
+    per1 = torch.stack([torch.autograd.grad(loss, z1, retain_graph=True)[0] for loss in losses.values()])
+    per2 = torch.stack([torch.autograd.grad(loss, z2, retain_graph=True)[0].reshape(5, 4)
+                        for loss in losses.values()])
+    torch.manual_seed(5)
+    build("graddrop", 3).backward(losses, shared=[w_enc], features=[z1, z2])
+    torch.manual_seed(5)
+    per = torch.cat([per1, per2], dim=2)  # (T, batch, 8 features)
+    sign = torch.cat([z1.detach().sign(), z2.detach().reshape(5, 4).sign()], dim=1)
+    gsum = (per * sign).sum(1)
+    p = 0.5 * (1 + gsum.sum(0) / (gsum.abs().sum(0) + 1e-7))
+    u = torch.rand_like(p)
+    mask = (p.gt(u) * gsum.gt(0) + p.lt(u) * gsum.lt(0)).to(D)
+    grad_z = (per * mask[:, None, :]).sum(0)
+    ref = torch.autograd.grad([torch.tanh(x @ w_enc.T), torch.sin(x @ w_enc.T)],
+                              w_enc, [grad_z[:, :4], grad_z[:, 4:]])[0]
+    out.append((w_enc.grad.detach(), ref))
+    return out
+
+
+def _graddrop_one_representation() -> Pairs:
     out = []
     for t in (3, 5):
         for leak in (0.0, 0.3):
@@ -727,7 +761,7 @@ def test_heads_weighted_as_the_official_code(name):
     w0 = torch.randn(4, 3, dtype=D, generator=g)
     h0 = torch.randn(3, 4, dtype=D, generator=g)
     grads = {}
-    for heads in ("own", "weights"):
+    for heads, split in itertools.product(("own", "weights"), (True, False)):  # with / without the features
         w_enc, h = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(h0.clone())
         z = torch.tanh(x @ w_enc.T)
         losses = {f"t{i}": ((z @ h[i]) - i).pow(2).mean() for i in range(3)}
@@ -735,12 +769,13 @@ def test_heads_weighted_as_the_official_code(name):
                            for i, loss in enumerate(losses.values())])
         opts = {"loss_scale": False} if name == "imtl" else {}
         bal = balancing.get(name, tasks=list(losses), heads=heads, **opts)
-        info = bal.backward(losses, shared=[w_enc], features=[z])
+        info = bal.backward(losses, shared=[w_enc], features=[z] if split else None)
         w = weights_of(info)
         expected = own if heads == "own" else w[:, None] * own
         torch.testing.assert_close(h.grad, expected, rtol=1e-10, atol=1e-12)
-        grads[heads] = w_enc.grad.clone()
-    torch.testing.assert_close(grads["own"], grads["weights"], rtol=1e-6, atol=1e-9)  # the shared update is unchanged
+        grads[heads, split] = w_enc.grad.clone()
+    for key in grads:  # the shared update does not depend on the heads' weighting
+        torch.testing.assert_close(grads[key], grads["own", True], rtol=1e-6, atol=1e-9)
 
 
 def test_mgda_default_reaches_the_exact_min_norm_point_where_frank_wolfe_does_not():

@@ -284,7 +284,9 @@ class GradDrop(JacobianAggregator):
     M_i = [P > U][G_i > 0] + [P < U][G_i < 0] shared by every sample of the batch, and the update
     Σ_i (leak + (1 - leak) M_i) ∘ ∇_A L_i. ``variant="element"``: P, U and M per coordinate of the raw
     Jacobian (per sample and feature, or per parameter with ``on="params"``; TorchJD ``GradDrop``), the
-    only one that applies to parameters. Random draws come from the global torch RNG."""
+    only one that applies to parameters. Random draws come from the global torch RNG. A representation in
+    several tensors (multi-scale features) is treated as their concatenated features, one draw per
+    feature in order (our reading; LibMTL has one tensor)."""
 
     name = "graddrop"
     paper = "Chen et al., NeurIPS 2020"
