@@ -84,7 +84,7 @@ def test_imtl_loss_scales_get_their_imtl_l_gradient():
 def test_cagrad_solves_its_problem():
     pytest.importorskip("cvxpy")
     c = 0.4
-    d, info = aggregate("cagrad", J3, c=c, rescale=0)
+    d, info = aggregate("cagrad", J3, c=c, rescale=0, scale="mean")
     g0 = J3.mean(0)
     torch.testing.assert_close((d - g0).norm(), c * g0.norm(), rtol=1e-4, atol=1e-6)  # on the ball's boundary
     w_star = (d - g0) / ((d - g0).norm())  # direction of g_w
@@ -100,8 +100,10 @@ def test_cagrad_solves_its_problem():
     for _ in range(500):
         w = torch.tensor(rng.dirichlet(np.ones(3)))
         assert objective(w_opt) <= objective(w) + 1e-5
-    d1, _ = aggregate("cagrad", J3, c=c, rescale=1)
+    d1, _ = aggregate("cagrad", J3, c=c, rescale=1, scale="mean")
     torch.testing.assert_close(d1, d / (1 + c**2))
+    d3, _ = aggregate("cagrad", J3, c=c)  # default: rescale 1 and the official code's x T (the sum loss)
+    torch.testing.assert_close(d3, 3 * d / (1 + c**2))
 
 
 def test_nash_mtl_satisfies_the_bargaining_condition():
@@ -116,7 +118,7 @@ def test_nash_mtl_satisfies_the_bargaining_condition():
 
 def test_fairgrad_satisfies_its_fixed_point():
     alpha = 2.0
-    _, info = aggregate("fairgrad", J3, alpha=alpha)
+    _, info = aggregate("fairgrad", J3, alpha=alpha, scale="mean")
     w = weights_of(info)
     torch.testing.assert_close(J3 @ J3.T @ w, w.pow(-1 / alpha), rtol=1e-4, atol=1e-6)
 
@@ -138,8 +140,10 @@ def test_aligned_mtl_aligns_the_principal_components():
     gram = aligned @ aligned.T
     torch.testing.assert_close(gram, gram.diagonal().mean() * torch.eye(3, dtype=torch.float64), rtol=1e-5,
                                atol=1e-8)
-    torch.testing.assert_close(d, aligned.mean(0))
-    torch.testing.assert_close(w, b @ torch.full((3,), 1 / 3, dtype=torch.float64))
+    torch.testing.assert_close(d, aligned.sum(0))  # the official code sums the aligned gradients
+    torch.testing.assert_close(w, b @ torch.ones(3, dtype=torch.float64))
+    d_mean, _ = aggregate("aligned_mtl", J3, scale="mean")
+    torch.testing.assert_close(d_mean, aligned.mean(0))
 
 
 ORDER_INVARIANT = [n for n in balancing.BALANCERS.names()

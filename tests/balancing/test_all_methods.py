@@ -20,7 +20,9 @@ def build(name, tasks):
     cls = balancing.BALANCERS.get(name)
     if any(importlib.util.find_spec(m) is None for m in cls.requires):
         pytest.skip(f"{name} needs {cls.requires} (mtlkit[solvers])")
-    return balancing.get(name, tasks=list(tasks))
+    bal = balancing.get(name, tasks=list(tasks))
+    bal.setup(epoch_iters=2)  # as the trainer does (DWA's period)
+    return bal
 
 
 def step(model, tasks, bal, opt, it):

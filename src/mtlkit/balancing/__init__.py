@@ -1,7 +1,19 @@
 """Balancing methods: loss weightings and gradient aggregators behind one registry and interface.
 
 ``get(name, tasks, **options)`` builds one; ``balancer.backward(losses, shared=..., features=...)`` fills
-``.grad`` and returns what it decided (weights, gradient norms, conflicts) for logging.
+``.grad`` and returns what it decided (weights, gradient norms, conflicts) for logging. The trainer calls
+``balancer.setup(epoch_iters=...)`` once before training and writes ``balancer.report()`` into
+``metrics.json`` (``"method_report"``).
+
+Scale convention (one for all methods): by default every method's update has the scale of its official
+implementation, the code the papers' baselines were run from. For most methods that is the scale of the
+summed loss Σ_t L_t that ``equal`` optimises; in particular ``cagrad``, ``fairgrad`` and ``aligned_mtl``
+multiply the aggregated gradient by T as their official code does (TorchJD returns the mean-gradient
+scale), and ``fairgrad``, ``nash_mtl`` and ``famo`` clip the shared gradient norm at ``max_norm`` 1.0 as
+theirs do. Where TorchJD / LibMTL use another scale, ``scale="mean"`` (``cagrad``, ``fairgrad``,
+``aligned_mtl``) and ``max_norm=0`` give it. Each method's docstring names the code it matches
+(repository and file); ``tests/balancing/test_reference_parity.py`` checks every method against an
+independent implementation of that formula (table: ``benchmarks/results/parity.md``).
 """
 
 from mtlkit.balancing._aggregators import (
@@ -25,6 +37,7 @@ from mtlkit.balancing._famo import FAMO
 from mtlkit.balancing._gradnorm import GradNorm
 from mtlkit.balancing._grads import TaskGradients, task_jacobian
 from mtlkit.balancing._gradweighting import GradientLossWeighting
+from mtlkit.balancing._minnorm import min_norm_weights
 from mtlkit.balancing._options import methods_table, parse_method_options
 from mtlkit.balancing._weightings import (
     DynamicTaskPrioritization,
@@ -66,6 +79,7 @@ __all__ = [
     "WeightedSum",
     "get",
     "methods_table",
+    "min_norm_weights",
     "parse_method_options",
     "task_jacobian",
 ]

@@ -1,13 +1,22 @@
 """Gradient aggregators on the per-task Jacobian of the shared parameters, mostly TorchJD's.
 
 ``J`` (T × n, one row per task) comes from one forward (:class:`~mtlkit.balancing._grads.TaskGradients`);
-the aggregator turns it into one update for the shared parameters. Task-specific parameters get their own
-task's unweighted gradient (TorchJD's ``mtl_backward`` convention; the official CAGrad / PCGrad code does
-the same; MGDA's and Nash-MTL's official code scale the heads by the task weights instead).
+the aggregator turns it into one update for the shared parameters, with the scale of the method's official
+code (see the package docstring; ``scale="mean"`` where TorchJD / LibMTL differ).
+
+Task-specific parameters: ``heads="own"`` (default) gives each head its own task's unweighted gradient
+(TorchJD's ``mtl_backward``; the official CAGrad, PCGrad and FairGrad code, which back-propagate every loss
+alone); ``heads="weights"`` gives head t the gradient of w_t L_t with the method's weights w, as the
+official MGDA code (isl-org/MultiObjectiveOptimization ``multi_task/train_multi_task.py``: the backward of
+Σ_t scale[t] L_t) and the Nash-MTL / IMTL-G code (AvivNavon/nash-mtl ``methods/weight_methods.py``: the
+backward of Σ_t α_t L_t) do. Methods without weights (GradDrop) only have ``"own"``.
 
 ``on="features"`` applies the aggregator to the gradients with respect to the shared representation
 (MGDA-UB, Sener & Koltun 2018) and back-propagates the aggregated representation gradient through the
 backbone: cheaper (no Jacobian of the backbone), valid when every head reads the same representation.
+
+``max_norm`` (Nash-MTL, FairGrad) clips the shared parameters' gradient after the backward, exactly as the
+official code's ``torch.nn.utils.clip_grad_norm_(shared_parameters, max_norm)``.
 
 Numerical safety: a row of J that is not finite (that task's gradient) is zeroed and the task sits out
 the step (``nonfinite_tasks`` in the log); an aggregator that raises or returns a non-finite result is
@@ -22,11 +31,21 @@ from abc import abstractmethod
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mtlkit.balancing._base import BALANCERS, Balancer, need_tasks, place, resolve_shared
 from mtlkit.balancing._grads import TaskGradients, finite_rows, gramian_stats
+from mtlkit.balancing._minnorm import min_norm_weights
 from mtlkit.errors import MtlkitError
+
+HEADS = ("own", "weights")
+SCALES = ("sum", "mean")
+
+
+def _check_scale(method: str, scale: str) -> str:
+    if scale not in SCALES:
+        raise MtlkitError(f"{method}: scale must be 'sum' (the official code) or 'mean' (TorchJD), got {scale!r}")
+    return scale
 
 
 class JacobianAggregator(Balancer):
@@ -38,14 +57,31 @@ class JacobianAggregator(Balancer):
     order_invariant: ClassVar[bool] = True
     default_on: ClassVar[str] = "params"
 
-    def __init__(self, tasks=None, on: str | None = None, chunk_size: int | None = None) -> None:
+    #: the method returns weights w with update Jᵀw (``heads="weights"`` is possible)
+    has_weights: ClassVar[bool] = True
+
+    def __init__(self, tasks=None, on: str | None = None, chunk_size: int | None = None, heads: str = "own") -> None:
         super().__init__(tasks)
         on = on or self.default_on
         if on not in ("params", "features"):
             raise MtlkitError(f"{self.name}: on must be 'params' or 'features', got {on!r}")
-        self.on, self.chunk_size = on, chunk_size
+        if heads not in HEADS:
+            raise MtlkitError(f"{self.name}: heads must be 'own' (TorchJD) or 'weights' (official MGDA / Nash-MTL "
+                              f"/ IMTL-G code), got {heads!r}")
+        if heads == "weights" and not self.has_weights:
+            raise MtlkitError(f"{self.name}: has no task weights, so heads='weights' does not apply; use heads=own")
+        self.on, self.chunk_size, self.heads = on, chunk_size, heads
+        #: > 0: clip the shared parameters' gradient norm after the backward (official clip_grad_norm_)
+        self.max_norm = 0.0
         self._agg: Any = None
         self.fallbacks = 0
+
+    @property
+    def needs_shared_representation(self) -> bool:
+        return self.on == "features"
+
+    def prepare(self, tg: TaskGradients) -> None:  # noqa: B027  (most aggregators need only J)
+        """Hook before :meth:`aggregate`, with the step's :class:`TaskGradients` (GradDrop reads the features)."""
 
     @abstractmethod
     def make_aggregator(self, n_tasks: int) -> Any:
@@ -86,6 +122,7 @@ class JacobianAggregator(Balancer):
         fallback, err = 0, ""
         t0 = time.perf_counter()
         try:
+            self.prepare(tg)
             with torch.no_grad():
                 combined, w = self.aggregate(jac, gramian)
             # a sum is a cheap test of a long vector (it is non-finite when any entry is, or on overflow)
@@ -101,10 +138,14 @@ class JacobianAggregator(Balancer):
                           RuntimeWarning, stacklevel=2)
             w = finite.to(jac.dtype)
             combined = w @ jac
+        head_w = None if self.heads == "own" or w is None else [0.0 if i in skip else float(x)
+                                                                 for i, x in enumerate(w.tolist())]
+        clip_params = (resolve_shared(f"{self.name} (max_norm clipping; max_norm=0 turns it off)", shared, context)
+                       if self.max_norm > 0 else None)
         if params is not None:
-            tg.backward_aggregated(params, combined, skip=skip)
+            tg.backward_aggregated(params, combined, skip=skip, head_weights=head_w)
         else:
-            tg.backward_features(combined, skip=skip)
+            tg.backward_features(combined, skip=skip, head_weights=head_w)
         stats = gramian_stats(gramian)
         info: dict[str, Any] = {
             "weights": {} if w is None else dict(zip(self.tasks, w.tolist(), strict=True)),
@@ -113,6 +154,10 @@ class JacobianAggregator(Balancer):
             "fallback": fallback,
             "aggregate_ms": agg_ms,  # the aggregator's own cost (solvers), for the log
         }
+        if clip_params is not None:  # the official code: clip_grad_norm_(shared_parameters, max_norm)
+            norm = float(torch.nn.utils.clip_grad_norm_(clip_params, self.max_norm))
+            info["update_norm"] = norm
+            info["clip"] = min(1.0, self.max_norm / (norm + 1e-6))
         if skip:
             info["nonfinite_tasks"] = [self.tasks[i] for i in skip]
         return info
@@ -128,27 +173,46 @@ class JacobianAggregator(Balancer):
 # ------------------------------------------------------------------------------ TorchJD wrappers
 @BALANCERS.register("mgda")
 class MGDA(JacobianAggregator):
-    """MGDA (Désidéri 2012; Sener & Koltun, NeurIPS 2018): the min-norm point of the convex hull of the task
-    gradients, by the Frank-Wolfe solver of Sener & Koltun's Algorithm 2 (TorchJD ``MGDA``). The official
-    code's gradient normalisation (``loss+``) is not applied. ``on="features"`` is MGDA-UB."""
+    """MGDA (Désidéri 2012; Sener & Koltun, NeurIPS 2018): weights w on the simplex giving the min-norm point
+    Jᵀw of the convex hull of the task gradients; the update is Jᵀw (weights sum to 1, the scale of the
+    official isl-org/MultiObjectiveOptimization ``multi_task/train_multi_task.py``, which back-propagates
+    Σ_t scale[t] L_t). ``solver="exact"`` (default) is Wolfe's min-norm-point algorithm
+    (:mod:`._minnorm`): the exact point, closer than the official ``MinNormSolver`` (stops at 1e-5);
+    ``solver="frank_wolfe"`` is TorchJD's ``MGDA`` (Frank-Wolfe, Algorithm 2 of the paper) with
+    ``epsilon`` / ``max_iters``. The official code's optional gradient normalisation (``loss+``, ``l2``) is
+    not applied. ``on="features"`` is MGDA-UB; ``heads="weights"`` scales the heads by w as the official
+    code does."""
 
     name = "mgda"
     paper = "Sener & Koltun, NeurIPS 2018"
-    options = {"on": "params", "epsilon": 0.001, "max_iters": 100, "chunk_size": None}
+    options = {"on": "params", "solver": "exact", "epsilon": 0.001, "max_iters": 100, "heads": "own",
+               "chunk_size": None}
 
-    def __init__(self, tasks=None, on=None, epsilon: float = 0.001, max_iters: int = 100, chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size)
-        self.epsilon, self.max_iters = float(epsilon), int(max_iters)
+    def __init__(self, tasks=None, on=None, solver: str = "exact", epsilon: float = 0.001, max_iters: int = 100,
+                 heads: str = "own", chunk_size=None) -> None:
+        super().__init__(tasks, on, chunk_size, heads)
+        if solver not in ("exact", "frank_wolfe"):
+            raise MtlkitError(f"{self.name}: solver must be 'exact' or 'frank_wolfe', got {solver!r}")
+        self.solver, self.epsilon, self.max_iters = solver, float(epsilon), int(max_iters)
 
     def make_aggregator(self, n_tasks):
+        if self.solver == "exact":
+            return None
         from torchjd.aggregation import MGDA as _MGDA
 
         return _MGDA(epsilon=self.epsilon, max_iters=self.max_iters)
 
+    def aggregate(self, jac, gramian):
+        if self.solver == "frank_wolfe":
+            return super().aggregate(jac, gramian)
+        w = min_norm_weights(gramian).to(jac.dtype)
+        return w @ jac, w
+
 
 @BALANCERS.register("mgda_ub")
 class MGDAUB(MGDA):
-    """MGDA-UB (Sener & Koltun, NeurIPS 2018): MGDA on the gradients of the shared representation."""
+    """MGDA-UB (Sener & Koltun, NeurIPS 2018): MGDA on the gradients of the shared representation (the
+    official code's ``rep`` gradients, ``multi_task/train_multi_task.py``)."""
 
     name = "mgda_ub"
     options = {**MGDA.options, "on": "features"}
@@ -158,12 +222,16 @@ class MGDAUB(MGDA):
 @BALANCERS.register("pcgrad")
 class PCGrad(JacobianAggregator):
     """PCGrad (Yu et al., NeurIPS 2020): each task gradient is projected onto the normal plane of every
-    conflicting one, in random order, and the projections are summed (TorchJD ``PCGrad``)."""
+    conflicting one (the original gradients), in random order, and the projections are summed (TorchJD
+    ``PCGrad``; the sum as the official tianheyu927/PCGrad ``PCGrad_tf.py`` and LibMTL ``PCGrad.py``)."""
 
     name = "pcgrad"
     paper = "Yu et al., NeurIPS 2020"
-    options = {"on": "params", "chunk_size": None}
+    options = {"on": "params", "heads": "own", "chunk_size": None}
     order_invariant = False
+
+    def __init__(self, tasks=None, on=None, heads: str = "own", chunk_size=None) -> None:
+        super().__init__(tasks, on, chunk_size, heads)
 
     def make_aggregator(self, n_tasks):
         from torchjd.aggregation import PCGrad as _PCGrad
@@ -174,20 +242,24 @@ class PCGrad(JacobianAggregator):
 @BALANCERS.register("cagrad")
 class CAGrad(JacobianAggregator):
     """CAGrad (Liu et al., NeurIPS 2021): d = g₀ + (√φ / ||g_w||) g_w with w minimising
-    g_wᵀg₀ + √φ ||g_w|| on the simplex, √φ = c ||g₀|| (TorchJD ``CAGrad``, solved by cvxpy/Clarabel instead
-    of the official scipy SLSQP). ``rescale`` as the official code: 0 none, 1 (default) d / (1 + c²),
-    2 d / (1 + c)."""
+    g_wᵀg₀ + √φ ||g_w|| on the simplex, √φ = c ||g₀||, g₀ the mean gradient (TorchJD ``CAGrad``, solved by
+    cvxpy/Clarabel instead of the official scipy SLSQP). ``rescale`` as the official code: 0 none,
+    1 (default) d / (1 + c²), 2 d / (1 + c). ``scale="sum"`` (default) multiplies by T as the official
+    code does "to match the sum loss" (Cranial-XIX/CAGrad ``nyuv2/utils.py`` ``overwrite_grad``;
+    AvivNavon/nash-mtl ``methods/weight_methods.py`` ``CAGrad.overwrite_grad``); ``"mean"`` is TorchJD's /
+    LibMTL's scale."""
 
     name = "cagrad"
     paper = "Liu et al., NeurIPS 2021"
-    options = {"c": 0.4, "rescale": 1, "on": "params", "chunk_size": None}
+    options = {"c": 0.4, "rescale": 1, "scale": "sum", "on": "params", "heads": "own", "chunk_size": None}
     requires = ("cvxpy", "clarabel")
 
-    def __init__(self, tasks=None, c: float = 0.4, rescale: int = 1, on=None, chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size)
+    def __init__(self, tasks=None, c: float = 0.4, rescale: int = 1, scale: str = "sum", on=None,
+                 heads: str = "own", chunk_size=None) -> None:
+        super().__init__(tasks, on, chunk_size, heads)
         if c < 0 or rescale not in (0, 1, 2):
             raise MtlkitError(f"cagrad: need c >= 0 and rescale in 0, 1, 2; got c={c}, rescale={rescale}")
-        self.c, self.rescale = float(c), int(rescale)
+        self.c, self.rescale, self.scale = float(c), int(rescale), _check_scale(self.name, scale)
 
     def make_aggregator(self, n_tasks):
         from torchjd.aggregation import CAGrad as _CAGrad
@@ -197,53 +269,98 @@ class CAGrad(JacobianAggregator):
     def aggregate(self, jac, gramian):
         combined, w = super().aggregate(jac, gramian)
         scale = {0: 1.0, 1: 1.0 / (1.0 + self.c**2), 2: 1.0 / (1.0 + self.c)}[self.rescale]
+        if self.scale == "sum":
+            scale *= jac.shape[0]
         return combined * scale, w * scale
 
 
 @BALANCERS.register("graddrop")
 class GradDrop(JacobianAggregator):
-    """GradDrop (Chen et al., NeurIPS 2020): per coordinate, keep only the gradients of one sign, chosen with
-    probability given by the sign purity P = ½(1 + Σ g / Σ |g|) (TorchJD ``GradDrop``, f = identity).
-    Default on the shared representation, as in the paper (a GradDrop layer on the activations) and LibMTL;
-    ``leak`` ∈ [0, 1] lets that fraction of every gradient through."""
+    """GradDrop (Chen et al., NeurIPS 2020), on the shared representation A (default).
+
+    ``variant="paper"`` (default): Algorithm 1 of the paper as LibMTL runs it
+    (median-research-group/LibMTL ``LibMTL/weighting/GradDrop.py``): G_i = Σ_batch sgn(A) ∘ ∇_A L_i,
+    per feature P = ½(1 + Σ_i G_i / (Σ_i |G_i| + 1e-7)), one uniform draw U per feature, mask
+    M_i = [P > U][G_i > 0] + [P < U][G_i < 0] shared by every sample of the batch, and the update
+    Σ_i (leak + (1 - leak) M_i) ∘ ∇_A L_i. ``variant="element"``: P, U and M per coordinate of the raw
+    Jacobian (per sample and feature, or per parameter with ``on="params"``; TorchJD ``GradDrop``), the
+    only one that applies to parameters. Random draws come from the global torch RNG. A representation in
+    several tensors (multi-scale features) is treated as their concatenated features, one draw per
+    feature in order (our reading; LibMTL has one tensor)."""
 
     name = "graddrop"
     paper = "Chen et al., NeurIPS 2020"
-    options = {"leak": 0.0, "on": "features", "chunk_size": None}
+    options = {"variant": "paper", "leak": 0.0, "on": "features", "chunk_size": None}
     order_invariant = False
     default_on = "features"
+    has_weights = False
 
-    def __init__(self, tasks=None, leak: float = 0.0, on=None, chunk_size=None) -> None:
+    def __init__(self, tasks=None, variant: str = "paper", leak: float = 0.0, on=None, chunk_size=None) -> None:
         super().__init__(tasks, on, chunk_size)
         if not 0 <= leak <= 1:
             raise MtlkitError(f"graddrop: leak must be in [0, 1], got {leak}")
-        self.leak = float(leak)
+        if variant not in ("paper", "element"):
+            raise MtlkitError(f"graddrop: variant must be 'paper' or 'element', got {variant!r}")
+        if variant == "paper" and self.on != "features":
+            raise MtlkitError("graddrop: variant=paper sums over the batch of the representation and needs "
+                              "on=features; use variant=element with on=params")
+        self.leak, self.variant = float(leak), variant
+        self._layout: list[tuple[int, Tensor]] = []
 
     def make_aggregator(self, n_tasks):
         from torchjd.aggregation import GradDrop as _GradDrop
 
         return _GradDrop(leak=torch.full((n_tasks,), self.leak) if self.leak else None)
 
+    def prepare(self, tg):
+        self._layout = []
+        if self.variant == "paper":
+            for f in tg.features:  # (batch size, sgn(A) as (batch, features)) per representation tensor
+                b = f.shape[0] if f.dim() > 0 else 1
+                self._layout.append((b, f.detach().reshape(b, -1).sign()))
+
     def aggregate(self, jac, gramian):
-        agg = self.aggregator
-        if agg.leak is not None:
-            agg.leak = agg.leak.to(device=jac.device, dtype=jac.dtype)
-        return agg(jac), None
+        if self.variant == "element":
+            agg = self.aggregator
+            if agg.leak is not None:
+                agg.leak = agg.leak.to(device=jac.device, dtype=jac.dtype)
+            return agg(jac), None
+        t = jac.shape[0]
+        blocks, offset = [], 0
+        for b, sign in self._layout:
+            n = sign.numel()
+            blocks.append(jac[:, offset: offset + n].reshape(t, b, -1))
+            offset += n
+        g = torch.cat([(blk * sign.to(jac.dtype)).sum(1) for blk, (_, sign) in zip(blocks, self._layout,
+                                                                                   strict=True)], dim=1)
+        p = 0.5 * (1 + g.sum(0) / (g.abs().sum(0) + 1e-7))
+        u = torch.rand(p.shape, dtype=jac.dtype, device=jac.device)
+        mask = ((p > u) & (g > 0)) | ((p < u) & (g < 0))
+        keep = self.leak + (1 - self.leak) * mask.to(jac.dtype)  # (T, features)
+        out, col = [], 0
+        for blk in blocks:
+            m = blk.shape[2]
+            out.append((blk * keep[:, None, col: col + m]).sum(0).reshape(-1))
+            col += m
+        self._layout = []
+        return torch.cat(out), None
 
 
 @BALANCERS.register("imtl")
 class IMTL(JacobianAggregator):
     """IMTL (Liu et al., ICLR 2021): IMTL-G weights (the update has equal projections on all task unit
-    gradients; TorchJD ``IMTLG``, which uses a pseudo-inverse) on the gradients of IMTL-L's scaled losses
-    e^{s_t} L_t - s_t, with learnable s (init 0) that the trainer optimises (their gradient
-    e^{s_t} L_t - 1 comes with the backward). ``loss_scale=False`` gives IMTL-G alone."""
+    gradients; TorchJD ``IMTLG``, a pseudo-inverse form of the closed form α = g₁Uᵀ(DUᵀ)⁻¹ of
+    AvivNavon/nash-mtl ``methods/weight_methods.py`` ``IMTLG`` and LibMTL ``IMTL.py``; weights sum to 1) on
+    the gradients of IMTL-L's scaled losses e^{s_t} L_t - s_t (LibMTL ``IMTL.py``), with learnable s
+    (init 0) that the trainer optimises (their gradient e^{s_t} L_t - 1 comes with the backward).
+    ``loss_scale=False`` gives IMTL-G alone; ``heads="weights"`` scales the heads by α as nash-mtl does."""
 
     name = "imtl"
     paper = "Liu et al., ICLR 2021"
-    options = {"loss_scale": True, "on": "params", "chunk_size": None}
+    options = {"loss_scale": True, "on": "params", "heads": "own", "chunk_size": None}
 
-    def __init__(self, tasks=None, loss_scale: bool = True, on=None, chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size)
+    def __init__(self, tasks=None, loss_scale: bool = True, on=None, heads: str = "own", chunk_size=None) -> None:
+        super().__init__(tasks, on, chunk_size, heads)
         self.loss_scale = bool(loss_scale)
         self.scales = nn.Parameter(torch.zeros(len(tasks))) if (tasks is not None and self.loss_scale) else None
 
@@ -281,47 +398,63 @@ class IMTL(JacobianAggregator):
 @BALANCERS.register("aligned_mtl")
 class AlignedMTL(JacobianAggregator):
     """Aligned-MTL (Senushkin et al., CVPR 2023): align the principal components of the task gradients with
-    the balance transformation B = √σ_min V Σ⁻¹ Vᵀ of the Gramian (TorchJD ``AlignedMTL``);
-    ``scale_mode``: min (paper), median or rmse."""
+    the balance transformation B = √σ V Σ⁻¹ Vᵀ of the Gramian (σ: the smallest eigenvalue for
+    ``scale_mode="min"``, the paper's; median or mean otherwise; TorchJD ``AlignedMTL``). ``scale="sum"``
+    (default): weights B·1, the aligned gradients summed, as the official SamsungLabs/MTL code
+    (``ProcrustesSolver`` then ``grads.sum(-1)``) and LibMTL ``Aligned_MTL.py`` (``alpha = B.sum(0)``);
+    ``"mean"``: B·1/T, TorchJD's scale."""
 
     name = "aligned_mtl"
     paper = "Senushkin et al., CVPR 2023"
-    options = {"scale_mode": "min", "on": "params", "chunk_size": None}
+    options = {"scale_mode": "min", "scale": "sum", "on": "params", "heads": "own", "chunk_size": None}
 
-    def __init__(self, tasks=None, scale_mode: str = "min", on=None, chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size)
+    def __init__(self, tasks=None, scale_mode: str = "min", scale: str = "sum", on=None, heads: str = "own",
+                 chunk_size=None) -> None:
+        super().__init__(tasks, on, chunk_size, heads)
         if scale_mode not in ("min", "median", "rmse"):
             raise MtlkitError(f"aligned_mtl: scale_mode must be min, median or rmse, got {scale_mode!r}")
-        self.scale_mode = scale_mode
+        self.scale_mode, self.scale = scale_mode, _check_scale(self.name, scale)
 
     def make_aggregator(self, n_tasks):
         from torchjd.aggregation import AlignedMTL as _AlignedMTL
 
         return _AlignedMTL(scale_mode=self.scale_mode)
 
+    def aggregate(self, jac, gramian):
+        combined, w = super().aggregate(jac, gramian)
+        if self.scale == "sum":
+            return combined * jac.shape[0], w * jac.shape[0]
+        return combined, w
+
 
 @BALANCERS.register("nash_mtl")
 class NashMTL(JacobianAggregator):
     """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution, weights α with (J Jᵀ) α = 1/α,
     by the official sequence of convex approximations (cvxpy / ECOS; TorchJD ``NashMTL``, defaults of the
-    official code: ``optim_niter`` 20, ``max_norm`` 1 on ||Jᵀα||)."""
+    official AvivNavon/nash-mtl ``methods/weight_methods.py``: ``optim_niter`` 20, stop at
+    ||Gα - 1/α|| < 1e-3). The update is Jᵀα, then the shared gradient is clipped to ``max_norm`` (1.0) by
+    ``clip_grad_norm_`` as the official ``NashMTL.backward``; the logged weights are α (before clipping).
+    ``heads="weights"`` gives the heads α_t ∇L_t as the official code."""
 
     name = "nash_mtl"
     paper = "Navon et al., ICML 2022"
-    options = {"max_norm": 1.0, "update_weights_every": 1, "optim_niter": 20, "on": "params", "chunk_size": None}
+    options = {"max_norm": 1.0, "update_weights_every": 1, "optim_niter": 20, "on": "params", "heads": "own",
+               "chunk_size": None}
     requires = ("cvxpy", "ecos")
 
     def __init__(self, tasks=None, max_norm: float = 1.0, update_weights_every: int = 1, optim_niter: int = 20,
-                 on=None, chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size)
+                 on=None, heads: str = "own", chunk_size=None) -> None:
+        super().__init__(tasks, on, chunk_size, heads)
+        if not max_norm >= 0:
+            raise MtlkitError(f"nash_mtl: max_norm must be >= 0 (0: no clipping), got {max_norm}")
         self.max_norm, self.every, self.niter = float(max_norm), int(update_weights_every), int(optim_niter)
         self._pending_state: dict[str, Any] | None = None
 
     def make_aggregator(self, n_tasks):
         from torchjd.aggregation import NashMTL as _NashMTL
 
-        agg = _NashMTL(n_tasks=n_tasks, max_norm=self.max_norm, update_weights_every=self.every,
-                       optim_niter=self.niter)
+        # clipping is ours, on the shared gradient after the backward (the official place and formula)
+        agg = _NashMTL(n_tasks=n_tasks, max_norm=0.0, update_weights_every=self.every, optim_niter=self.niter)
         if self._pending_state is not None:
             import numpy as np
 
@@ -354,33 +487,81 @@ class NashMTL(JacobianAggregator):
 @BALANCERS.register("fairgrad")
 class FairGrad(JacobianAggregator):
     """FairGrad (Ban & Ji, ICML 2024): α-fair allocation, weights w with (J Jᵀ) w = w^(-1/α), solved by
-    scipy ``least_squares`` as the official code (TorchJD ``FairGrad``). α = 1 (proportional fairness) is
-    our default; the paper tunes α per benchmark."""
+    scipy ``least_squares`` from w = 1/T as the official OptMN-Lab/fairgrad ``methods/weight_methods.py``
+    (``FairGrad.fairgrad``; TorchJD ``FairGrad``), then polished by Newton steps on the same equation
+    (ours: the official solver stops at scipy's default tolerance, up to ~1e-4 from the solution). As that
+    code: the update Jᵀw is multiplied by T "to match the sum loss" (``scale="sum"``; ``"mean"`` is
+    TorchJD's) and the shared gradient is then clipped to ``max_norm`` 1.0 (``FairGrad.backward``; 0 turns
+    it off). α = 1 (proportional fairness) is our default;
+    the paper tunes α per benchmark. Logged weights are T·w (``scale="sum"``), before clipping."""
 
     name = "fairgrad"
     paper = "Ban & Ji, ICML 2024"
-    options = {"alpha": 1.0, "max_iters": None, "on": "params", "chunk_size": None}
+    options = {"alpha": 1.0, "max_iters": None, "scale": "sum", "max_norm": 1.0, "on": "params", "heads": "own",
+               "chunk_size": None}
 
-    def __init__(self, tasks=None, alpha: float = 1.0, max_iters: int | None = None, on=None, chunk_size=None):
-        super().__init__(tasks, on, chunk_size)
+    def __init__(self, tasks=None, alpha: float = 1.0, max_iters: int | None = None, scale: str = "sum",
+                 max_norm: float = 1.0, on=None, heads: str = "own", chunk_size=None):
+        super().__init__(tasks, on, chunk_size, heads)
         if not alpha > 0:
             raise MtlkitError(f"fairgrad: alpha must be > 0, got {alpha}")
+        if not max_norm >= 0:
+            raise MtlkitError(f"fairgrad: max_norm must be >= 0 (0: no clipping), got {max_norm}")
         self.alpha, self.max_iters = float(alpha), max_iters
+        self.scale, self.max_norm = _check_scale(self.name, scale), float(max_norm)
 
     def make_aggregator(self, n_tasks):
         from torchjd.aggregation import FairGrad as _FairGrad
 
         return _FairGrad(alpha=self.alpha, max_iters=self.max_iters)
 
+    def aggregate(self, jac, gramian):
+        from torchjd.aggregation import GramianWeightedAggregator
+
+        agg = self.aggregator
+        assert isinstance(agg, GramianWeightedAggregator)
+        w = self.polish(gramian, agg.gramian_weighting(gramian)).to(jac.dtype)
+        if self.scale == "sum":
+            w = w * jac.shape[0]
+        return w @ jac, w
+
+    def polish(self, gramian: Tensor, w: Tensor, steps: int = 8) -> Tensor:
+        """Newton steps on Gw - w^(-1/α) = 0 from the least-squares solution, kept while the residual falls
+        and w stays positive (ours: the official solver stops at scipy's default tolerance, ~1e-5)."""
+        g = gramian.detach().to(torch.float64).cpu()
+        x = w.detach().to(torch.float64).cpu()
+        if not bool((x > 0).all()):
+            return w
+        p = -1.0 / self.alpha
+
+        def residual(v: Tensor) -> Tensor:
+            return g @ v - v.pow(p)
+
+        r = residual(x)
+        for _ in range(steps):
+            try:
+                step = torch.linalg.solve(g + torch.diag(-p * x.pow(p - 1)), -r)
+            except RuntimeError:
+                break
+            new = x + step
+            if not bool((new > 0).all()):
+                break
+            r_new = residual(new)
+            if not float(r_new.norm()) < float(r.norm()):
+                break
+            x, r = new, r_new
+        return x.to(device=w.device, dtype=w.dtype)
+
 
 @BALANCERS.register("upgrad")
 class UPGrad(JacobianAggregator):
     """UPGrad (Quinton & Rey, 2024, Jacobian Descent): project each task gradient onto the dual cone of all
-    of them and average (TorchJD ``UPGrad``; a quadprog QP per step)."""
+    of them and average (TorchJD ``UPGrad``, the authors' own code, ``torchjd/aggregation/_upgrad.py``; a
+    quadprog QP per step)."""
 
     name = "upgrad"
     paper = "Quinton & Rey, arXiv 2406.16232"
-    options = {"on": "params", "chunk_size": None}
+    options = {"on": "params", "heads": "own", "chunk_size": None}
     requires = ("qpsolvers", "quadprog")
 
     def make_aggregator(self, n_tasks):
@@ -392,11 +573,12 @@ class UPGrad(JacobianAggregator):
 @BALANCERS.register("dualproj")
 class DualProj(JacobianAggregator):
     """DualProj (the A-GEM-style projection of the mean gradient onto the dual cone of the task gradients;
-    Lopez-Paz & Ranzato 2017, as formulated by Quinton & Rey 2024; TorchJD ``DualProj``)."""
+    Lopez-Paz & Ranzato 2017, as formulated by Quinton & Rey 2024; TorchJD ``DualProj``,
+    ``torchjd/aggregation/_dualproj.py``: the mean gradient projected)."""
 
     name = "dualproj"
     paper = "Lopez-Paz & Ranzato, NeurIPS 2017 / Quinton & Rey 2024"
-    options = {"on": "params", "chunk_size": None}
+    options = {"on": "params", "heads": "own", "chunk_size": None}
     requires = ("qpsolvers", "quadprog")
 
     def make_aggregator(self, n_tasks):
@@ -407,16 +589,17 @@ class DualProj(JacobianAggregator):
 
 @BALANCERS.register("gradvac")
 class GradVac(JacobianAggregator):
-    """Gradient Vaccine (Wang et al., ICLR 2021): raise each pair's cosine towards an EMA target φ̂
-    (decay ``beta``), in random order (TorchJD ``GradVac``; its and LibMTL's default beta 0.5)."""
+    """Gradient Vaccine (Wang et al., ICLR 2021; no official code): raise each pair's cosine towards an EMA
+    target φ̂ (decay ``beta``, targets start at 0), in random order, and sum (TorchJD ``GradVac``; LibMTL
+    ``GradVac.py`` with ``group_type`` whole_model; their default beta 0.5)."""
 
     name = "gradvac"
     paper = "Wang et al., ICLR 2021"
-    options = {"beta": 0.5, "on": "params", "chunk_size": None}
+    options = {"beta": 0.5, "on": "params", "heads": "own", "chunk_size": None}
     order_invariant = False
 
-    def __init__(self, tasks=None, beta: float = 0.5, on=None, chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size)
+    def __init__(self, tasks=None, beta: float = 0.5, on=None, heads: str = "own", chunk_size=None) -> None:
+        super().__init__(tasks, on, chunk_size, heads)
         if not 0 <= beta <= 1:
             raise MtlkitError(f"gradvac: beta must be in [0, 1], got {beta}")
         self.beta = float(beta)

@@ -17,7 +17,8 @@ class AvgNorm(GradientLossWeighting):
     Guards (ours): a task whose gradient norm is below ``eps`` gets weight 1 (its gradient cannot be
     rescaled), a task with a non-finite gradient gets weight 0 for that step, and S is taken over the
     finite rows. The running average of the weights over training (the paper's Tab. VI / VII) is
-    :meth:`average_weights`, and every step's weights are in the log.
+    :meth:`average_weights` (also in :meth:`report`, which the trainer writes to ``metrics.json``), and
+    every step's weights are in the log. No official code is public: the reference is the paper's Eq. 6.
     """
 
     name = "avgnorm"
@@ -47,6 +48,10 @@ class AvgNorm(GradientLossWeighting):
     def average_weights(self) -> dict[str, float]:
         """Mean weight per task over all steps so far (what the paper's Tab. VI / VII report)."""
         return {t: v / max(self.steps, 1) for t, v in self.weight_sums.items()}
+
+    def report(self) -> dict:
+        """The average weights over training (the paper's Tab. VI quantity) and the number of steps."""
+        return {"average_weights": self.average_weights(), "steps": self.steps}
 
     def state_dict(self):
         return {**super().state_dict(), "weight_sums": dict(self.weight_sums), "steps": self.steps}

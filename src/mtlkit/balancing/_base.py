@@ -77,6 +77,22 @@ class Balancer(ABC):
         """Back-propagate the balanced objective; ``context`` may hold ``last_shared`` (parameters of the
         last shared layer), ``iteration`` and ``model``. Returns logging info with ``"weights"``."""
 
+    @property
+    def needs_shared_representation(self) -> bool:
+        """The method works on one representation read by every head (``on="features"``): it cannot run on a
+        backbone that forks per task (DTME, Recon); the trainer refuses that combination before training."""
+        return False
+
+    def setup(self, *, epoch_iters: int | None = None) -> None:  # noqa: B027  (most methods need nothing)
+        """Called once by the trainer before training: ``epoch_iters`` is the number of iterations of one epoch
+        of the training set (DWA's period). A user loop may call it too; without it methods use the fallback
+        their docstring names."""
+
+    def report(self) -> dict[str, Any]:
+        """What the method learned over the whole run, for ``metrics.json`` (``"method_report"``); e.g.
+        AvgNorm's average weights (the imbalance paper's Tab. VI). Empty by default."""
+        return {}
+
     def parameters(self) -> list[nn.Parameter]:
         """Learnable parameters of the method itself (e.g. UW's log-variances): the trainer optimises them."""
         return []

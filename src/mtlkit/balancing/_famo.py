@@ -1,5 +1,5 @@
 """FAMO: Fast Adaptive Multitask Optimization (Liu et al., NeurIPS 2023), as in the official code
-(github.com/Cranial-XIX/FAMO, ``methods/weight_methods.py``)."""
+(github.com/Cranial-XIX/FAMO, ``methods/weight_methods.py``, class ``FAMO``)."""
 
 from __future__ import annotations
 
@@ -18,21 +18,23 @@ class FAMO(Balancer):
     Σ_t z_t log D_t / c with c = Σ_t z_t / D_t (detached), i.e. weights w_t = z_t / (c D_t) that sum to 1.
 
     After the model's step ξ takes one step of its own Adam (lr ``w_lr`` 0.025, weight decay ``gamma``
-    1e-3 as the paper's Algorithm 2, LibMTL and TorchJD) on d = ∂ softmax(ξ)ᵀδ / ∂ξ with
-    δ_t = log D_t(before) - log D_t(after). ``update="refit"`` (default, the
-    official code) needs the losses of the same batch after the step: the joint strategy re-computes them
-    (one extra forward without graph) and calls :meth:`post_step`; a user loop does the same. ``"next"``
-    uses the next batch's losses instead (no extra forward; our cheaper approximation), which is also the
-    fallback (with a warning) when :meth:`post_step` is not called. ``max_norm`` > 0 clips the shared
-    parameters' gradient norm (the official code's option; off by default, as in TorchJD). The minimum
+    1e-3 as the official NYUv2 recipe ``experiments/nyuv2/run.sh``, the paper's Algorithm 2, LibMTL and
+    TorchJD) on d = ∂ softmax(ξ)ᵀδ / ∂ξ with δ_t = log D_t(before) - log D_t(after) (official
+    ``FAMO.update``). ``update="refit"`` (default, the official ``experiments/nyuv2/trainer.py``) needs the
+    losses of the same batch after the step: the joint strategy re-computes them (one extra forward without
+    graph) and calls :meth:`post_step`; a user loop does the same. ``"next"`` uses the next batch's losses
+    instead (no extra forward; our cheaper approximation), which is also the fallback (with a warning) when
+    :meth:`post_step` is not called. ``max_norm`` 1.0 clips the shared parameters' gradient norm after the
+    backward, as the official code (``--max_norm`` default 1.0, ``WeightMethod.backward``:
+    ``clip_grad_norm_(shared_parameters, max_norm)``); 0 turns it off (TorchJD, LibMTL). The minimum
     losses are 0.
     """
 
     name = "famo"
     paper = "Liu et al., NeurIPS 2023"
-    options = {"gamma": 0.001, "w_lr": 0.025, "max_norm": 0.0, "update": "refit"}
+    options = {"gamma": 0.001, "w_lr": 0.025, "max_norm": 1.0, "update": "refit"}
 
-    def __init__(self, tasks=None, gamma: float = 0.001, w_lr: float = 0.025, max_norm: float = 0.0,
+    def __init__(self, tasks=None, gamma: float = 0.001, w_lr: float = 0.025, max_norm: float = 1.0,
                  update: str = "refit") -> None:
         super().__init__(tasks)
         if update not in ("refit", "next"):
@@ -97,7 +99,7 @@ class FAMO(Balancer):
         total = (D.log() * z / c).sum()
         total.backward()
         if self.max_norm > 0:
-            params = resolve_shared(self.name, shared, context)
+            params = resolve_shared(f"{self.name} (max_norm clipping; max_norm=0 turns it off)", shared, context)
             torch.nn.utils.clip_grad_norm_(params, self.max_norm)
         self.prev = current
         w = (z / (c * D.detach())).tolist()

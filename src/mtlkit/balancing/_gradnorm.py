@@ -19,6 +19,8 @@ class GradNorm(GradientLossWeighting):
     sign(G_t - target_t) · ||∇_W L_t||; the trainer's optimizer steps them (no weight decay). Before each
     use they are renormalised to sum to T (the paper renormalises after each step; ours is the same
     weights one call later), clamped at 0 first (our guard against a step that makes one negative).
+    No official code is public; the reference is the paper's Algorithm 1. LibMTL ``GradNorm.py`` differs:
+    it parametrises w = T·softmax(ξ) and starts after one epoch of equal weights.
     """
 
     name = "gradnorm"

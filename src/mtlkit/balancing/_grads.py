@@ -257,12 +257,17 @@ class TaskGradients:
         self._close()
 
     def backward_aggregated(
-        self, shared: Sequence[Tensor], combined: Tensor, skip: Sequence[int] = ()
+        self,
+        shared: Sequence[Tensor],
+        combined: Tensor,
+        skip: Sequence[int] = (),
+        head_weights: Sequence[float] | None = None,
     ) -> None:
         """``.grad`` of ``shared`` += ``combined`` (flat); every other parameter gets ``∇ Σ_t L_t``.
 
         Task-specific parameters (heads; DTME's per-task backbone parameters) thus get their own task's
-        unweighted gradient, as TorchJD's ``mtl_backward`` and the official CAGrad / PCGrad code do.
+        unweighted gradient, as TorchJD's ``mtl_backward`` and the official CAGrad / PCGrad code do; with
+        ``head_weights`` they get ``∇ Σ_t w_t L_t`` instead (the official MGDA / Nash-MTL / IMTL-G code).
         Tasks in ``skip`` (non-finite gradients) contribute nothing this step.
         """
         self._check_open()
@@ -273,34 +278,38 @@ class TaskGradients:
             n = p.numel()
             _accumulate(p, combined[offset: offset + n].view_as(p).to(p.dtype))
             offset += n
-        active = [i for i in range(len(self.losses)) if i not in set(skip)]
+        hw = _head_weights(head_weights, len(self.losses))
+        active = [i for i in range(len(self.losses)) if i not in set(skip) and hw[i] != 0.0]
         if self.split:
             stacked, heads = self._head_pass()
             for i in active:
                 for p, g in heads[i]:
                     if id(p) not in shared_ids:
-                        _accumulate(p, g)
+                        _accumulate(p, g if hw[i] == 1.0 else hw[i] * g)
             others = [p for p in graph_leaves(self.features) if p.requires_grad and id(p) not in shared_ids]
             if others and active:
-                grads = [sum(s[i] for i in active) for s in stacked]
+                grads = [sum(hw[i] * s[i] for i in active) for s in stacked]
                 torch.autograd.backward(self.features, grads, inputs=others)
-        else:
+        elif active:
             leaves = graph_leaves([self.losses[i] for i in active])
             others = [p for p in leaves if p.requires_grad and id(p) not in shared_ids]
             if others:
-                torch.autograd.backward(sum(self.losses[i] for i in active), inputs=others)
+                torch.autograd.backward(sum(hw[i] * self.losses[i] for i in active), inputs=others)
         self._close()
 
-    def backward_features(self, combined: Tensor, skip: Sequence[int] = ()) -> None:
+    def backward_features(
+        self, combined: Tensor, skip: Sequence[int] = (), head_weights: Sequence[float] | None = None
+    ) -> None:
         """Back-propagate an aggregated representation gradient (flat, ``(m,)``) through the backbone; heads
-        get their own task's gradient."""
+        get their own task's gradient (times ``head_weights[t]`` when given)."""
         self._check_open()
         stacked, heads = self._head_pass()
+        hw = _head_weights(head_weights, len(self.losses))
         for i in range(len(self.losses)):
-            if i in set(skip):
+            if i in set(skip) or hw[i] == 0.0:
                 continue
             for p, g in heads[i]:
-                _accumulate(p, g)
+                _accumulate(p, g if hw[i] == 1.0 else hw[i] * g)
         grads, offset = [], 0
         for f in self.features:
             n = f.numel()
@@ -316,6 +325,15 @@ class TaskGradients:
     def _close(self) -> None:
         self.done = True
         self._head = None
+
+
+def _head_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    if weights is None:
+        return [1.0] * n
+    out = [float(w) for w in weights]
+    if len(out) != n:
+        raise ValueError(f"{len(out)} head weights for {n} tasks")
+    return out
 
 
 def _accumulate(p: Tensor, g: Tensor) -> None:

@@ -72,6 +72,7 @@ def methods_table() -> str:
         if cls.requires and any(r in ("cvxpy",) for r in cls.requires):
             opts = (opts + "; " if opts else "") + "needs mtlkit[solvers]"
         rows.append((n, cls.kind, cls.paper, opts))
+    notes: list[str] = []
     try:
         from mtlkit.strategies import STRATEGIES
 
@@ -79,6 +80,8 @@ def methods_table() -> str:
             cls = STRATEGIES.get(n)
             rows.append((n, "strategy", getattr(cls, "paper", "") or "-",
                          ", ".join(f"{k}={v}" for k, v in getattr(cls, "options", {}).items())))
+            if getattr(cls, "notes", ""):
+                notes.append(f"{n}: {cls.notes}")
     except ImportError:  # pragma: no cover - strategies are part of the package
         pass
     try:
@@ -93,4 +96,7 @@ def methods_table() -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows]
     lines.insert(1, "-" * min(max(len(x) for x in lines), 120))
+    lines += ["", "Scale: every update has the scale of the method's official code (x T for cagrad, fairgrad, "
+              "aligned_mtl; scale=mean gives TorchJD's); max_norm clipping as the official fairgrad, nash_mtl, famo."]
+    lines += notes
     return "\n".join(lines)

@@ -7,6 +7,7 @@ equal-weight step costs.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -20,17 +21,27 @@ from mtlkit.errors import MtlkitError
 class UncertaintyWeighting(Balancer):
     """Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018).
 
-    Objective Σ_t ½ exp(-s_t) L_t + ½ s_t with learnable s_t = log σ_t² (init 0), the form of the MTAN code
-    (Liu et al.) and LibMTL; the trainer optimises s with the model's optimizer (no weight decay).
+    Objective Σ_t ½ exp(-s_t) L_t + ½ s_t with learnable s_t = log σ_t², the form of the MTAN code
+    (lorenmt/mtan ``im2im_pred/utils.py``), LibMTL ``UW.py`` and AvivNavon/nash-mtl ``Uncertainty``; the
+    trainer optimises s with the model's optimizer (no weight decay). ``init``: 0.0 (default: σ = 1, as
+    nash-mtl ``methods/weight_methods.py`` and the authors' example, yaringal/multi-task-learning-example)
+    or -0.5 (lorenmt/mtan ``im2im_pred/model_segnet_*.py`` ``logsigma`` and LibMTL ``UW.init_param``).
     Logged weights are ½ exp(-s_t).
     """
 
     name = "uw"
     paper = "Kendall et al., CVPR 2018"
+    options = {"init": 0.0}
 
-    def __init__(self, tasks=None) -> None:
+    def __init__(self, tasks=None, init: float = 0.0) -> None:
         super().__init__(tasks)
-        self.log_vars = nn.Parameter(torch.zeros(len(tasks))) if tasks is not None else None
+        try:
+            self.init = float(init)
+        except (TypeError, ValueError):
+            raise MtlkitError(f"uw: init (the initial log-variance) must be a number, got {init!r}") from None
+        if not math.isfinite(self.init):
+            raise MtlkitError(f"uw: init must be finite, got {init!r}")
+        self.log_vars = nn.Parameter(torch.full((len(tasks),), self.init)) if tasks is not None else None
 
     def parameters(self) -> list[nn.Parameter]:
         need_tasks(self.name, self.tasks)
@@ -39,7 +50,7 @@ class UncertaintyWeighting(Balancer):
     def backward(self, losses, shared=None, features=None, **context):
         self._check_tasks(losses)
         if self.log_vars is None:
-            self.log_vars = nn.Parameter(torch.zeros(len(self.tasks)))
+            self.log_vars = nn.Parameter(torch.full((len(self.tasks),), self.init))
         first = losses[self.tasks[0]]
         place(self.log_vars, first.device)
         s = self.log_vars
@@ -65,26 +76,48 @@ class DynamicWeightAverage(WeightedSum):
     """Dynamic Weight Average (Liu, Johns & Davison, CVPR 2019): w_t = T·softmax_t(r_t / temp), with
     r_t = L̄_t(k-1) / L̄_t(k-2) the ratio of the task's mean training loss over the last two periods.
 
-    The official code uses epochs as periods; with iteration-based training a period is ``window``
-    iterations (our choice; 100 ≈ one NYUD-v2 epoch at batch 8). Weights are 1 for the first two periods,
-    as in the official code, and change only at period boundaries.
+    A period is one epoch, as the official code (lorenmt/mtan ``im2im_pred/utils.py``, ``avg_cost`` per
+    epoch) and LibMTL ``DWA.py`` (``train_loss_buffer`` per epoch): ``window="epoch"`` (default) takes the
+    iterations per epoch from :meth:`setup` (the trainer calls it); a number fixes the window in
+    iterations. Without ``setup`` (a user loop) ``"epoch"`` falls back to 100 iterations, with a warning.
+    Weights are 1 for the first two periods, as in the official code, and change only at period
+    boundaries.
     """
 
     name = "dwa"
     paper = "Liu et al., CVPR 2019 (MTAN)"
-    options = {"temp": 2.0, "window": 100}
+    options = {"temp": 2.0, "window": "epoch"}
+    FALLBACK_WINDOW = 100
 
-    def __init__(self, tasks=None, temp: float = 2.0, window: int = 100) -> None:
+    def __init__(self, tasks=None, temp: float = 2.0, window: int | str = "epoch") -> None:
         super().__init__(tasks)
-        if temp <= 0 or int(window) < 1:
-            raise MtlkitError(f"dwa: temp must be > 0 and window >= 1, got temp={temp}, window={window}")
-        self.temp, self.window = float(temp), int(window)
+        if window != "epoch":
+            try:
+                window = int(window)
+            except (TypeError, ValueError):
+                window = 0
+            if window < 1:
+                raise MtlkitError(f"dwa: window must be 'epoch' or an integer >= 1 (iterations), got {window!r}")
+        if not temp > 0:
+            raise MtlkitError(f"dwa: temp must be > 0, got {temp}")
+        self.temp, self.window_option = float(temp), window
+        self.window: int | None = window if isinstance(window, int) else None
         self.calls = 0
         self.running: list[float] | None = None  # sums over the current period
         self.history: list[list[float]] = []  # mean losses of the last two complete periods
         self.current: list[float] | None = None
 
+    def setup(self, *, epoch_iters: int | None = None) -> None:
+        if self.window_option == "epoch" and epoch_iters is not None:
+            if int(epoch_iters) < 1:
+                raise MtlkitError(f"dwa: the epoch must have at least one iteration, got {epoch_iters}")
+            self.window = int(epoch_iters)
+
     def weights(self, losses, **context):
+        if self.window is None:
+            warnings.warn(f"dwa: window='epoch' but setup(epoch_iters=...) was not called; using a window of "
+                          f"{self.FALLBACK_WINDOW} iterations (pass window=N to choose)", RuntimeWarning, stacklevel=3)
+            self.window = self.FALLBACK_WINDOW
         n = len(self.tasks)
         if self.current is None:
             self.current = [1.0] * n
@@ -112,12 +145,14 @@ class DynamicWeightAverage(WeightedSum):
 
     def state_dict(self):
         return {**super().state_dict(), "calls": self.calls, "running": self.running, "history": self.history,
-                "current": self.current}
+                "current": self.current, "window": self.window}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.calls, self.running = state["calls"], state["running"]
         self.history, self.current = state["history"], state["current"]
+        if state.get("window") is not None:
+            self.window = int(state["window"])
 
 
 @BALANCERS.register("dtp")
@@ -128,7 +163,8 @@ class DynamicTaskPrioritization(WeightedSum):
     KPI: when the strategy/user passes ``kpi={task: value in [0, 1]}`` as context it is used; otherwise our
     loss-based surrogate κ_t = exp(-L_t / L_t(0)) (L_t(0): the first loss seen), scale-free across tasks,
     1 at a perfect fit and e⁻¹ at the start, so harder (slower) tasks get larger weights. γ = 1 (our
-    choice; the paper leaves it per task).
+    choice; the paper leaves it per task). No official code is public: the reference is the paper's
+    focal form (Eq. 2) with the KPI's moving average.
     """
 
     name = "dtp"
@@ -170,20 +206,21 @@ class DynamicTaskPrioritization(WeightedSum):
 
 @BALANCERS.register("rlw")
 class RandomLossWeighting(WeightedSum):
-    """Random Loss Weighting (Lin et al., TMLR 2022): w = softmax(z), z ~ N(0, I) drawn every step (LibMTL's
-    form; weights sum to 1). Draws from the global torch RNG, so runs are reproducible from the seed."""
+    """Random Loss Weighting (Lin et al., TMLR 2022): w = softmax(z), z ~ N(0, I) drawn every step, weights
+    summing to 1, as the authors' LibMTL ``RLW.py`` (``F.softmax(torch.randn(T), dim=-1)``): a float32 draw
+    from the global torch RNG, so a seed gives the same weights as there."""
 
     name = "rlw"
     paper = "Lin et al., TMLR 2022"
 
     def weights(self, losses, **context):
-        w = torch.softmax(torch.randn(len(self.tasks), dtype=torch.float64), dim=0).tolist()
+        w = torch.softmax(torch.randn(len(self.tasks)), dim=0).tolist()
         return dict(zip(self.tasks, w, strict=True))
 
 
 @BALANCERS.register("gls")
 class GeometricLossStrategy(Balancer):
-    """Geometric Loss Strategy (Chennupati et al., CVPRW 2019): minimise (Π_t L_t)^(1/T).
+    """Geometric Loss Strategy (Chennupati et al., CVPRW 2019): minimise (Π_t L_t)^(1/T) (LibMTL ``GLS.py``).
 
     Its gradient is Σ_t w_t ∇L_t with w_t = GLS / (T L_t); those are the logged weights. Losses are clamped
     at ``eps`` so a zero loss gives a finite objective.

@@ -8,6 +8,12 @@ the balancer, and take an optimizer step. K groups give K forwards, K backwards 
 trainer steps the LR scheduler once per batch. The forwards also feed the proximal inter-task affinity
 (:mod:`._affinity`), from which the next batch's groups are clustered (:mod:`._grouping`).
 
+One behaviour of the official code is not the default: there ``optimizer.zero_grad()`` (torch 1.13, which
+fills zeros) and DDP with ``find_unused_parameters=True`` give the heads outside G zero gradients
+(``utils/train_utils.py`` L143-150, ``main.py`` L90), so Adam still steps them from their moments (AdamW
+also decays them). ``unused_grads="zeros"`` reproduces that; the default ``"none"`` follows the paper's
+text (only G's tasks are updated).
+
 Behaviour of the official code that we match:
 
 - warm-up (``grouping="affinity"`` only): singleton groups in random order for the first ``warmup + 1``
@@ -116,8 +122,12 @@ class Selective(Strategy):
         "preference": None,
         "convergence_iter": 50,
         "group_norm": False,
+        "unused_grads": "none",
         "seed": None,
     }
+    #: shown by ``mtlkit methods``: the official recipes' settings that are not defaults
+    notes = ("official recipes: lr_ts (task-specific LR x T) x4 on NYUD-v2, x5 on PASCAL-Context, x1 on "
+             "Taskonomy; decay 1e-4 on Taskonomy (1e-3 elsewhere); unused_grads=zeros is the code's behaviour")
 
     def __init__(
         self,
@@ -132,6 +142,7 @@ class Selective(Strategy):
         preference: float | None = None,
         convergence_iter: int = 50,
         group_norm: bool = False,
+        unused_grads: str = "none",
         seed: int | None = None,
     ) -> None:
         if grouping not in GROUPINGS:
@@ -164,6 +175,10 @@ class Selective(Strategy):
         self.preference = None if preference is None else float(preference)
         self.convergence_iter = _as_int(convergence_iter, "convergence_iter", 1)
         self.group_norm = _as_bool(group_norm, "group_norm")
+        if unused_grads not in ("none", "zeros"):
+            raise MtlkitError(f"selective unused_grads must be 'none' (paper) or 'zeros' (official code), "
+                              f"got {unused_grads!r}")
+        self.unused_grads = unused_grads
         self.seed = None if seed is None else _as_int(seed, "seed", 0)
         #: optional ``fn(tasks) -> Balancer`` for the balancer of a proper sub-group (overrides the next)
         self.balancer_factory: Callable[[list[str]], Any] | None = None
@@ -317,6 +332,10 @@ class Selective(Strategy):
             )
             if stats is not None:  # all tasks' gradients at the batch start vs the first group's update
                 grad_stats = {**stats.finish(info), "update_group": list(group)}
+            if self.unused_grads == "zeros":  # the official code: parameters outside the group get zeros
+                for p in model.parameters():
+                    if p.requires_grad and p.grad is None:
+                        p.grad = torch.zeros_like(p)
             ctx.sync_grads()
             ctx.optimizer.step()
             steps += 1
