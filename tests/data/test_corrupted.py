@@ -118,7 +118,7 @@ def test_millimetre_depth_loads_with_the_scale_option(nyud_tree: Path) -> None:
         assert "depth_scale must be a positive number (0.001 for millimetres)" in message
 
 
-def test_nyud_mt_npy_normals_must_be_unit(shared_data: Path, tmp_path: Path) -> None:
+def test_nyud_mt_npy_normals_must_be_unit_and_edges_in_0_1(shared_data: Path, tmp_path: Path) -> None:
     from test_nyud import build_tree
 
     root = tmp_path / "NYUD_MT"
@@ -128,6 +128,11 @@ def test_nyud_mt_npy_normals_must_be_unit(shared_data: Path, tmp_path: Path) -> 
     message = one_line_error(lambda: ds[0])
     assert message.startswith(f"{root / 'normals' / FRAME}.npy: non-unit normals")
     assert "unit normals (float unit vectors; all-zero = invalid)" in message
+    _npy(root / "edge" / f"{FRAME}.npy", lambda e: e * 255)  # 0 / 255 would read as 255 = ignore
+    ds = build_dataset("nyud", "val", root=root, tasks=["edge"], image_size=(480, 640))
+    message = one_line_error(lambda: ds[0])
+    assert message == (f"{root / 'edge' / FRAME}.npy: edge values up to 255; expected a .npy (H, W) with values in "
+                       "[0, 1]; divide the file by 255")
 
 
 @pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "directory"])
@@ -220,7 +225,7 @@ def _wrong_shape(path: Path) -> None:
 
 CACHE_ROWS = [
     ("truncated", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "BadZipFile"),
-    ("zlib", _zlib_corrupt, "error"),
+    ("zlib", _zlib_corrupt, "error: Error -3 while decompressing data"),
     ("not-a-zip", lambda p: p.write_bytes(b"PK\x03\x04 garbage"), ""),
     ("wrong-shape", _wrong_shape, "image has shape (2, 16, 16, 3)"),
 ]

@@ -78,7 +78,8 @@ def depth_issue(arr: np.ndarray, scale: float = 1.0, stride: int = 1, option: st
         return Issue("negative depth values", expected, "write 0 for invalid pixels")
     sub = np.squeeze(arr)[::stride, ::stride]
     valid = sub[sub > 0]
-    if valid.size:
+    # median above the limit <=> more than half of the valid values above it (a comparison, not a sort)
+    if valid.size and np.count_nonzero(valid * scale > DEPTH_MAX_MEDIAN_METRES) * 2 > valid.size:
         median = float(np.median(valid)) * scale
         if median > DEPTH_MAX_MEDIAN_METRES:
             how = f" or pass --dataset-opt {option}={0.001 * scale:g}" if option else ""
@@ -97,7 +98,8 @@ def normals_issue(n: np.ndarray, stride: int = 1, encoding: str = "n = 2 * v / 2
     sub = np.asarray(n[::stride, ::stride], dtype=np.float32).reshape(-1, 3)
     if not np.isfinite(sub).all():
         return Issue("non-finite normal values (NaN or inf)", expected)
-    length = np.sqrt((sub * sub).sum(1))
+    x, y, z = sub[:, 0], sub[:, 1], sub[:, 2]
+    length = np.sqrt(x * x + y * y + z * z)
     valid = length >= NORMAL_INVALID_BELOW
     off = np.abs(length[valid] - 1) > NORMAL_TOLERANCE
     if valid.any() and off.mean() > NORMAL_BAD_FRACTION:

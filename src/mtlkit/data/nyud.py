@@ -56,6 +56,7 @@ EDGE_ENCODING = "of 0 / 255"
 #: loaders check depth units and normal lengths on every HOT_STRIDE-th pixel per axis (data check: all)
 HOT_STRIDE = 4
 NORMALS_PNG = "an RGB png (n = 2 * v / 255 - 1)"
+EDGE_NPY = "a .npy (H, W) with values in [0, 1]"
 
 # variant -> (image ext, normals ext, edge ext)
 VARIANTS = {"atrc": (".png", ".png", ".png"), "nyud_mt": (".jpg", ".npy", ".npy")}
@@ -144,8 +145,10 @@ class NYUDv2(DenseDataset):
                 edge = raw.astype(np.float32) / 255.0
             else:
                 raw = read_npy(p)
-                if raw.ndim != 2 or raw.dtype == object:
-                    raise_issue(p, Issue(f"edge map of shape {raw.shape}", "a .npy (H, W) in [0, 1]"))
+                if raw.ndim != 2 or not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
+                    raise_issue(p, Issue(f"edge map of shape {raw.shape} and dtype {raw.dtype}", EDGE_NPY))
+                if raw.size and raw.max() > 1:
+                    raise_issue(p, Issue(f"edge values up to {raw.max():g}", EDGE_NPY, "divide the file by 255"))
                 edge = raw.astype(np.float32)
             sample["edge"] = edge[..., None]
         return {k: v if v.shape[:2] == hw else resize(v, hw, "nearest") for k, v in sample.items()}
