@@ -268,6 +268,14 @@ def test_meter_auto_workers_pools_only_large_images(monkeypatch) -> None:
         serial.update(*b)
         small.update(*b)
     assert small._pool is None and torch.equal(small.state()[0], serial.state()[0])
+
+    def no_pool(*_):
+        raise AssertionError("a worker pool was started for small images")
+
+    with monkeypatch.context() as m:
+        m.setattr(_edge_bsds, "_ImagePool", no_pool)
+        auto = bsds_split_counts(probs, gts, max_dist=0.011)  # auto, small images: in-process
+    assert torch.equal(torch.from_numpy(auto), serial.state()[0])
     monkeypatch.setattr(_edge_bsds, "AUTO_MIN_PIXELS", 100)
     monkeypatch.setattr(_edge_bsds, "default_workers", lambda: 2)
     pooled = BSDSEdgeMeter(max_dist=0.011)

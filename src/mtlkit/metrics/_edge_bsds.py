@@ -318,19 +318,22 @@ def bsds_split_counts(
 ) -> np.ndarray:
     """:func:`bsds_counts` summed over a whole split (T, 4): one probability map and one boolean ground truth
     (H, W) per image, e.g. the 654 NYUD test images. ``workers``: processes evaluating images in parallel
-    (0 = in this process, None = :func:`default_workers`); the result is identical for every value.
-    ``probs`` / ``gts`` may be generators: at most ``4 * workers`` images are held at once.
+    (0 = in this process; None = :func:`default_workers` for images of at least :data:`AUTO_MIN_PIXELS` pixels,
+    in-process below); the result is identical for every value. ``probs`` / ``gts`` may be generators: at
+    most ``4 * workers`` images are held at once.
     """
     workers = _check_workers(workers)
-    workers = default_workers() if workers is None else workers
     thresholds = np.asarray(thresholds, dtype=np.float64)
     total = np.zeros((len(thresholds), 4), dtype=np.float64)
-    pool = _ImagePool(workers) if workers > 0 else None
+    pool: _ImagePool | None = None
     try:
         for prob, gt in zip(probs, gts, strict=True):
             args = (np.asarray(prob), np.asarray(gt, dtype=bool), thresholds, max_dist, apply_thin, backend,
                     quantize)
-            done = bsds_counts(*args) if pool is None else pool.submit(args)
+            n = workers if workers is not None else (default_workers() if args[0].size >= AUTO_MIN_PIXELS else 0)
+            if n > 0 and pool is None:
+                pool = _ImagePool(n)
+            done = pool.submit(args) if n > 0 and pool is not None else bsds_counts(*args)
             if done is not None:
                 total += done
         if pool is not None:
