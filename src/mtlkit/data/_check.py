@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtlkit._registry import Registry
-from mtlkit.data._io import read_lines
+from mtlkit.data._io import REFETCH, read_lines
 from mtlkit.data._validate import Issue
 from mtlkit.errors import MtlkitError
 
@@ -51,7 +51,7 @@ class ProblemList(list):
 
     def try_lines(self, path: Path) -> list[str] | None:
         """The ids of a split list, or None after recording a missing / unreadable one."""
-        if not path.is_file() and not path.is_dir():
+        if not path.exists():
             self.add(path, "missing split list", "one image id per line")
             return None
         try:
@@ -68,7 +68,9 @@ class ProblemList(list):
         try:
             return reader(path)
         except MtlkitError as e:
-            self.add(path, _without_path(str(e), path), expected)
+            message = _without_path(str(e), path)
+            fix = "re-extract or re-download this file" if REFETCH in message else ""
+            self.append(Problem(str(path), message.replace(f"; {REFETCH}", ""), expected, fix))
             return None
 
 

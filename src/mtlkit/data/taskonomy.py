@@ -78,7 +78,7 @@ _LOG16 = float(np.log(2.0**16))
 #: loaders check normal lengths on every HOT_STRIDE-th pixel per axis (data check: all)
 HOT_STRIDE = 4
 #: channels each RGB domain needs (the rest are single-channel or read from their first channel)
-MIN_CHANNELS = {"normal": 3, "principal_curvature": 2, "semantic": 1}
+MIN_CHANNELS = {"normal": 3, "principal_curvature": 2}
 
 
 def domain_issue(domain: str, arr: np.ndarray, stride: int = 1) -> Issue | None:

@@ -13,6 +13,12 @@ For every threshold ``t`` (0.01, 0.02, ..., 0.99, the parameter file MTI-Net wri
 
 Counts are summed over the whole split per threshold; odsF is the best F = 2PR / (P + R) over thresholds.
 
+Cost. Per image, the 99 binary maps are made in one comparison, repeated maps (consecutive thresholds that
+select the same pixels) are dropped, and the distinct ones are thinned together in one batched pass
+(:func:`mtlkit.metrics._thin.thin_many`); matching runs once per distinct map. Across images, whole splits
+(:func:`bsds_split_counts`, :class:`BSDSEdgeMeter`) are spread over worker processes; every count is an
+integer summed exactly in float64, so any number of workers gives the serial result bit for bit.
+
 Correspondence. BSDS's ``correspondPixels`` (Goldberg's CSA assignment) pays each pair its distance and each
 pixel left unmatched ``outlierCost = 100 * maxDist``; with ``k`` matches its cost is ``sum(d) + outlierCost *
 (n_pred + n_gt - k)``, so it maximises the number of matches and breaks ties by total distance. The counts
