@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import time
 from pathlib import Path
 
@@ -111,6 +112,13 @@ def split_maps(gts: list[np.ndarray], n: int) -> tuple:
     return probs, (gts[i % len(gts)] for i in range(n))
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (the pool's workers once joined)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def time_split(n: int, workers: int) -> dict:
     """Seconds for the whole split serially and with ``workers`` processes (same run), and equality."""
     gts, source = split_ground_truths()
@@ -119,12 +127,18 @@ def time_split(n: int, workers: int) -> dict:
     counts = {}
     for w in (0, workers):
         probs, truths = split_maps(gts, n)
+        cpu = cpu_seconds()
         t = time.perf_counter()  # includes making the maps (about 0.05 s per image, in this process)
         counts[w] = bsds_split_counts(probs, truths, SEISM_THRESHOLDS, 0.011, workers=w)
         row[f"workers_{w}_s"] = time.perf_counter() - t
+        row[f"workers_{w}_cpu_s"] = cpu_seconds() - cpu  # this process + the (joined) workers
         row[f"load_avg_1min_after_workers_{w}"] = os.getloadavg()[0]
+        # the split at NYUD's size from the per-image cost measured here (equal to the run itself when n = 654)
+        row[f"workers_{w}_s_for_654"] = row[f"workers_{w}_s"] * 654 / n
     row["workers"] = workers
     row["speedup"] = row["workers_0_s"] / row[f"workers_{workers}_s"]
+    # on an otherwise idle machine the serial split costs about its CPU time
+    row["serial_cpu_s_per_image"] = row["workers_0_cpu_s"] / n
     row["equal"] = bool(np.array_equal(counts[0], counts[workers]))
     row["ods"] = ods_from_counts(counts[0], SEISM_THRESHOLDS)
     return row
@@ -159,9 +173,14 @@ def main() -> None:
         w = split["workers"]
         print(f"\nwhole split: {split['images']} images {split['size']}, maxDist 0.011, 99 thresholds "
               f"(ground truth: {split['ground_truth']}; {split['prediction']})")
-        print(f"{'serial (workers=0)':>20s} {f'workers={w}':>12s} {'speedup':>8s} {'equal':>6s} {'odsF':>7s}")
-        print(f"{split['workers_0_s']:19.1f}s {split[f'workers_{w}_s']:11.1f}s {split['speedup']:7.2f}x "
-              f"{str(split['equal']):>6s} {split['ods']['odsF']:7.2f}")
+        print(f"{'':24s} {'serial (workers=0)':>19s} {f'workers={w}':>12s}")
+        print(f"{'wall seconds':24s} {split['workers_0_s']:18.1f}s {split[f'workers_{w}_s']:11.1f}s"
+              f"   speedup {split['speedup']:.2f}x, counts equal: {split['equal']}, odsF {split['ods']['odsF']:.2f}")
+        print(f"{'CPU seconds':24s} {split['workers_0_cpu_s']:18.1f}s {split[f'workers_{w}_cpu_s']:11.1f}s")
+        print(f"{'wall seconds for 654':24s} {split['workers_0_s_for_654']:18.1f}s "
+              f"{split[f'workers_{w}_s_for_654']:11.1f}s   (x 654 / {split['images']} images)")
+        print(f"machine: {result['machine']['usable_cpus']} usable CPUs, 1-min load average "
+              f"{result['machine']['load_avg_1min']:.1f} at the start")
     print(f"written {args.out}")
 
 
