@@ -63,7 +63,8 @@ def build_tree(shared: Path, root: Path) -> dict[str, dict[str, np.ndarray]]:
         labels = CONTEXT_ID[np.where(semseg == 255, 0, semseg)].astype(np.uint16)
         sio.savemat(root / "pascal-context" / "trainval" / f"{i}.mat", {"LabelMap": labels})
         save_parts_mat(root / "human_parts" / f"{i}.mat", parts)
-        normals = rng.integers(0, 256, size=(*mask.shape, 3), dtype=np.uint8)
+        n = rng.standard_normal((*mask.shape, 3))
+        normals = np.rint((n / np.linalg.norm(n, axis=-1, keepdims=True) + 1) / 2 * 255).astype(np.uint8)
         Image.fromarray(normals).save(root / "normals_distill" / f"{i}.png")
         sal = np.where(semseg % 255 > 0, 200, 100).astype(np.uint8)  # 200/255 > 0.5 > 100/255
         sal[:5, :5] = 128  # 128 / 255 = 0.502 > 0.5

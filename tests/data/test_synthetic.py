@@ -301,7 +301,7 @@ def test_corrupt_cache_file_is_regenerated(tmp_path):
     first = build_dataset("synthetic-nyud", "val", cache_dir=tmp_path, **SMALL)
     (path,) = (tmp_path / "synthetic").iterdir()
     path.write_bytes(b"not a zip file")
-    with pytest.warns(UserWarning, match="unreadable"):
+    with pytest.warns(UserWarning, match="corrupt synthetic-data cache file"):
         again = build_dataset("synthetic-nyud", "val", cache_dir=tmp_path, **SMALL)
     np.testing.assert_array_equal(_all_arrays(first)["image"], _all_arrays(again)["image"])
 

@@ -12,8 +12,10 @@ import torch
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from mtlkit.metrics import BSDSEdgeMeter, bsds_counts, correspond_count
-from mtlkit.metrics._thin import thin
+from mtlkit.errors import MtlkitError
+from mtlkit.metrics import BSDSEdgeMeter, _edge_bsds, bsds_counts, correspond_count
+from mtlkit.metrics._edge_bsds import bsds_split_counts, ods_from_counts
+from mtlkit.metrics._thin import thin, thin_many
 
 
 def shared_data() -> Path:
@@ -81,6 +83,16 @@ def test_thin_equals_matlab_bwmorph_port() -> None:
     for sigma, level in ((0.8, 0.5), (2.0, 0.45), (4.0, 0.5)):
         bw = ndimage.gaussian_filter(rng.random((90, 120)), sigma) > level
         assert np.array_equal(thin(bw), ref(bw))
+
+
+def test_thin_many_equals_thin_map_by_map(monkeypatch) -> None:
+    rng = np.random.default_rng(4)
+    maps = np.stack([ndimage.gaussian_filter(rng.random((50, 70)), s) > lv
+                     for s, lv in ((0.7, 0.5), (2.0, 0.45), (3.0, 0.5), (1.0, 0.9))] + [np.zeros((50, 70), bool)])
+    one_by_one = np.stack([thin(m) for m in maps])
+    assert np.array_equal(thin_many(maps), one_by_one)
+    monkeypatch.setattr("mtlkit.metrics._thin.CHUNK_PIXELS", 500)  # several groups
+    assert np.array_equal(thin_many(maps), one_by_one)
 
 
 # ---------------------------------------------------------------------------------- correspondence
@@ -203,14 +215,83 @@ def test_meter_ignores_padding_and_uses_the_original_diagonal() -> None:
     assert plain.compute()["odsF"] == pytest.approx(100.0)  # 0.02 * 72 = 1.44 px reaches the shift
 
 
-def test_meter_worker_processes_give_the_same_counts() -> None:
-    prob, gt = two_lines()
-    target = torch.from_numpy(gt.astype(np.float32))[None, None]
-    inline, pooled = BSDSEdgeMeter(thresholds=9), BSDSEdgeMeter(thresholds=9, workers=1)
-    for m in (inline, pooled):
-        m.update(logits(prob), target)
-        m.update(logits(prob * 0.5), target)
-    assert torch.equal(pooled.state()[0], inline.state()[0])
+def test_vectorised_thresholds_equal_one_threshold_at_a_time() -> None:
+    """bsds_counts binarises and thins all thresholds at once and reuses repeated maps: same counts as the
+    protocol written out per threshold."""
+    rng = np.random.default_rng(5)
+    gt = thin(ndimage.gaussian_filter(rng.random((60, 80)), 3) > 0.5) & (rng.random((60, 80)) < 0.9)
+    prob = np.clip(ndimage.gaussian_filter(gt.astype(float), 1.5) * 3 + 0.2 * rng.random(gt.shape) - 0.1, 0, 1)
+    t = np.array([0.01, 0.02, 0.1, 0.1, 0.3, 0.05, 0.5, 0.9, 0.99])  # unsorted, repeated, empty maps at the top
+    q = np.floor(255 * prob) / 255
+    expected = []
+    for x in t:
+        m = thin(q > x)
+        k = correspond_count(m, gt, 0.02)
+        expected.append((k, m.sum(), k, gt.sum()))
+    assert np.array_equal(bsds_counts(prob, gt, t, max_dist=0.02), np.array(expected, dtype=float))
+
+
+def split_images(n: int = 5) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A handful of differently shaped images: blurred-and-shifted ground truth plus noise, or near uniform."""
+    rng = np.random.default_rng(7)
+    probs, gts = [], []
+    for i in range(n):
+        shape = (40 + 7 * i, 64 - 3 * i)
+        gt = thin(ndimage.gaussian_filter(rng.random(shape), 2.5) > 0.5)
+        if i % 2:
+            p = np.clip(0.5 + 0.05 * rng.standard_normal(shape), 0, 1)
+        else:
+            p = np.clip(ndimage.gaussian_filter(np.roll(gt, 1, 1).astype(float), 1.0) * 4
+                        + 0.1 * rng.random(shape) - 0.05, 0, 1)
+        probs.append(p)
+        gts.append(gt)
+    return probs, gts
+
+
+def test_split_counts_in_worker_processes_equal_serial_bit_for_bit() -> None:
+    probs, gts = split_images()
+    serial = bsds_split_counts(probs, gts, max_dist=0.011, workers=0)
+    per_image = sum(bsds_counts(p, g, max_dist=0.011) for p, g in zip(probs, gts, strict=True))
+    assert np.array_equal(serial, per_image)
+    parallel = bsds_split_counts(iter(probs), iter(gts), max_dist=0.011, workers=2)  # generators work too
+    assert np.array_equal(parallel, serial)
+    t = _edge_bsds.SEISM_THRESHOLDS
+    assert ods_from_counts(parallel, t) == ods_from_counts(serial, t)
+
+
+def test_meter_auto_workers_pools_only_large_images(monkeypatch) -> None:
+    probs, gts = split_images(3)
+    batches = [(logits(p), torch.from_numpy(g.astype(np.float32))[None, None]) for p, g in zip(probs, gts, strict=True)]
+    serial = BSDSEdgeMeter(max_dist=0.011, workers=0)
+    small = BSDSEdgeMeter(max_dist=0.011)  # auto: these images are far below AUTO_MIN_PIXELS -> in-process
+    for b in batches:
+        serial.update(*b)
+        small.update(*b)
+    assert small._pool is None and torch.equal(small.state()[0], serial.state()[0])
+
+    def no_pool(*_):
+        raise AssertionError("a worker pool was started for small images")
+
+    with monkeypatch.context() as m:
+        m.setattr(_edge_bsds, "_ImagePool", no_pool)
+        auto = bsds_split_counts(probs, gts, max_dist=0.011)  # auto, small images: in-process
+    assert torch.equal(torch.from_numpy(auto), serial.state()[0])
+    monkeypatch.setattr(_edge_bsds, "AUTO_MIN_PIXELS", 100)
+    monkeypatch.setattr(_edge_bsds, "default_workers", lambda: 2)
+    pooled = BSDSEdgeMeter(max_dist=0.011)
+    for b in batches:
+        pooled.update(*b)
+    assert pooled._pool is not None and pooled._pool.workers == 2
+    assert torch.equal(pooled.state()[0], serial.state()[0]) and pooled.compute() == serial.compute()
+
+
+def test_workers_must_be_a_count() -> None:
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(MtlkitError, match="workers must be an integer >= 0"):
+            BSDSEdgeMeter(workers=bad)
+    with pytest.raises(MtlkitError, match="workers must be an integer >= 0"):
+        bsds_split_counts([], [], workers=-2)
+    assert _edge_bsds.default_workers() <= _edge_bsds.AUTO_MAX_WORKERS
 
 
 def test_quantized_thresholding_follows_seism() -> None:

@@ -38,6 +38,17 @@ def check_options(dataset: str, options: dict[str, Any], accepted: Sequence[str]
         raise MtlkitError(f"{dataset} has no option {', '.join(unknown)}; its options: {', '.join(sorted(accepted))}")
 
 
+def _workers(value: Any) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if isinstance(value, bool) or n < 0:
+        raise MtlkitError(f"edge_workers must be an integer >= 0 (0 = in-process), got {value!r}; "
+                          "e.g. --dataset-opt edge_workers=4")
+    return n
+
+
 def check_split(split: str) -> None:
     if split not in SPLITS:
         raise MtlkitError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -60,7 +71,7 @@ class DenseDataset(MultiTaskDataset):
         cat_max_ratio: float = 0.75,
         edge_protocol: str = "bsds",
         edge_thresholds: int | None = None,
-        edge_workers: int = 0,
+        edge_workers: int | None = None,
     ) -> None:
         check_split(split)
         self.split = split
@@ -75,14 +86,15 @@ class DenseDataset(MultiTaskDataset):
         self.edge_options: dict[str, Any] = {"protocol": edge_protocol}
         if edge_thresholds is not None:
             self.edge_options["num_thresholds"] = int(edge_thresholds)
-        if edge_workers:
-            self.edge_options["workers"] = int(edge_workers)
+        # None: the meter's auto mode (worker processes for full-size images); 0: in-process
+        self.edge_options["workers"] = None if edge_workers is None else _workers(edge_workers)
 
     def edge_params(self, max_dist: float) -> dict[str, Any]:
         """Parameters of the ``edge`` task: the dataset's maxDist and the chosen evaluation protocol.
 
         Options ``edge_protocol`` (``bsds`` | ``tolerance``), ``edge_thresholds`` (default: seism's 99) and
-        ``edge_workers`` (processes for the BSDS matching) trade exactness for evaluation time.
+        ``edge_workers`` (processes for the BSDS matching; default: one per CPU, up to 8, for full-size
+        images; 0 = in-process; the numbers are identical) trade exactness for evaluation time.
         """
         return {"max_dist": max_dist, **self.edge_options}
 

@@ -121,12 +121,15 @@ def build_multimnist(
     img_path, lab_path = find_idx(base, f"{prefix}-images-idx3-ubyte"), find_idx(base, f"{prefix}-labels-idx1-ubyte")
     if img_path is None or lab_path is None:
         missing = f"{prefix}-images-idx3-ubyte" if img_path is None else f"{prefix}-labels-idx1-ubyte"
-        raise MtlkitError(f"multimnist: no {missing}[.gz] in {base} (needed for the {split} split)\n"
-                          f"expected layout:\n{LAYOUT}\n(see docs/datasets.md)")
+        raise MtlkitError(f"multimnist: no {missing}[.gz] in {base} (needed for the {split} split); expected the "
+                          "MNIST idx files in ROOT, ROOT/MNIST/raw or ROOT/raw (see docs/datasets.md)")
     digits, labels = read_idx(img_path), read_idx(lab_path)
     if digits.ndim != 3 or digits.shape[1:] != (28, 28) or labels.shape != (digits.shape[0],):
         raise MtlkitError(f"multimnist: {img_path} holds {digits.shape} and {lab_path} {labels.shape} "
                           "(expected N x 28 x 28 images and N labels)")
+    if labels.size and int(labels.max()) > 9:
+        raise MtlkitError(f"{lab_path}: label values up to {int(labels.max())}; expected MNIST digits 0..9 "
+                          "(use the official t10k / train label files)")
     # one partner per image; the stream depends only on the seed and the source file (train vs t10k)
     rng = np.random.default_rng([seed, 0 if prefix == "train" else 1])
     partner = rng.integers(0, len(digits), size=len(digits))

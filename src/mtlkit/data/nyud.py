@@ -29,6 +29,14 @@ from mtlkit.data._check import CHECKERS, Problem, ProblemList
 from mtlkit.data._dense import DENSE_OPTIONS, DenseDataset, check_options, select_tasks
 from mtlkit.data._io import layout_error, read_image, read_lines, read_npy, read_rgb, require_root
 from mtlkit.data._registry import DATASETS
+from mtlkit.data._validate import (
+    Issue,
+    binary_map_issue,
+    class_map_issue,
+    depth_issue,
+    normals_issue,
+    raise_issue,
+)
 from mtlkit.data.transforms import Sample, resize
 from mtlkit.errors import MtlkitError
 
@@ -42,6 +50,13 @@ LAYOUT = """  ROOT/                      (the ATRC / InvPT NYUDv2 folder)
     edge/<id>.png             0 / 255
     gt_sets/train.txt, gt_sets/val.txt   one id per line
   (MTI-Net's NYUD_MT variant: images/<id>.jpg, normals/<id>.npy, edge/<id>.npy)"""
+
+SEMSEG_ENCODING = "values 0 (void) .. 40"
+EDGE_ENCODING = "of 0 / 255"
+#: loaders check depth units and normal lengths on every HOT_STRIDE-th pixel per axis (data check: all)
+HOT_STRIDE = 4
+NORMALS_PNG = "an RGB png (n = 2 * v / 255 - 1)"
+EDGE_NPY = "a .npy (H, W) with values in [0, 1]"
 
 # variant -> (image ext, normals ext, edge ext)
 VARIANTS = {"atrc": (".png", ".png", ".png"), "nyud_mt": (".jpg", ".npy", ".npy")}
@@ -81,8 +96,9 @@ class NYUDv2(DenseDataset):
     name = "nyud"
 
     def __init__(self, split: str, root: Path, ids: list[str], tasks: tuple[str, ...], variant: str,
-                 image_size: int | Sequence[int], **options: Any) -> None:
+                 image_size: int | Sequence[int], depth_scale: float = 1.0, **options: Any) -> None:
         super().__init__(split, root, ids, tasks, image_size, **options)
+        self.depth_scale = depth_scale
         self.variant = variant
         self.exts = VARIANTS[variant]
 
@@ -98,20 +114,43 @@ class NYUDv2(DenseDataset):
         hw = image.shape[:2]
         sample: Sample = {"image": image}
         if "semseg" in self.task_names:
-            sample["semseg"] = decode_semseg(read_image(self.path("segmentation", index, ".png")))[..., None]
+            p = self.path("segmentation", index, ".png")
+            raw = read_image(p)
+            raise_issue(p, class_map_issue(raw, NUM_CLASSES, None, SEMSEG_ENCODING))
+            sample["semseg"] = decode_semseg(raw)[..., None]
         if "depth" in self.task_names:
-            depth = read_npy(self.path("depth", index, ".npy")).astype(np.float32)
-            sample["depth"] = depth.reshape(depth.shape[0], depth.shape[1], 1)
+            p = self.path("depth", index, ".npy")
+            raw = read_npy(p)
+            raise_issue(p, depth_issue(raw, self.depth_scale, stride=HOT_STRIDE, option="depth_scale"))
+            depth = np.squeeze(raw).astype(np.float32) * np.float32(self.depth_scale)
+            sample["depth"] = depth[..., None]
         if "normals" in self.task_names:
             p = self.path("normals", index, nrm_ext)
             if nrm_ext == ".png":
-                sample["normals"] = 2.0 * read_rgb(p).astype(np.float32) / 255.0 - 1.0
+                raw = read_image(p)
+                if raw.ndim != 3 or raw.shape[2] not in (3, 4):
+                    raise_issue(p, Issue(f"normals image of shape {raw.shape}", NORMALS_PNG))
+                normals = 2.0 * raw[..., :3].astype(np.float32) / 255.0 - 1.0
+                raise_issue(p, normals_issue(normals, HOT_STRIDE))
             else:
-                sample["normals"] = read_npy(p).astype(np.float32)
+                normals = read_npy(p)
+                raise_issue(p, normals_issue(normals, HOT_STRIDE, "float unit vectors"))
+                normals = normals.astype(np.float32)
+            sample["normals"] = normals
         if "edge" in self.task_names:
             p = self.path("edge", index, edge_ext)
-            edge = read_image(p).astype(np.float32) / 255.0 if edge_ext == ".png" else read_npy(p).astype(np.float32)
-            sample["edge"] = edge.reshape(edge.shape[0], edge.shape[1], 1)
+            if edge_ext == ".png":
+                raw = read_image(p)
+                raise_issue(p, binary_map_issue(raw, "edge map", EDGE_ENCODING))
+                edge = raw.astype(np.float32) / 255.0
+            else:
+                raw = read_npy(p)
+                if raw.ndim != 2 or not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
+                    raise_issue(p, Issue(f"edge map of shape {raw.shape} and dtype {raw.dtype}", EDGE_NPY))
+                if raw.size and raw.max() > 1:
+                    raise_issue(p, Issue(f"edge values up to {raw.max():g}", EDGE_NPY, "divide the file by 255"))
+                edge = raw.astype(np.float32)
+            sample["edge"] = edge[..., None]
         return {k: v if v.shape[:2] == hw else resize(v, hw, "nearest") for k, v in sample.items()}
 
 
@@ -124,14 +163,22 @@ def build_nyud(
     image_size: int | Sequence[int] = (448, 576),
     augment: bool | None = None,
     variant: str = "auto",
+    depth_scale: float = 1.0,
     **options: Any,
 ) -> NYUDv2:
-    """NYUD-v2 split ``split`` from ``root`` (see module docstring); ``variant``: auto | atrc | nyud_mt."""
-    check_options("nyud", options, (*DENSE_OPTIONS, "variant"))
+    """NYUD-v2 split ``split`` from ``root`` (see module docstring); ``variant``: auto | atrc | nyud_mt;
+    ``depth_scale``: factor from the stored depth to metres (0.001 for depth saved in millimetres)."""
+    check_options("nyud", options, (*DENSE_OPTIONS, "variant", "depth_scale"))
+    try:
+        depth_scale = float(depth_scale)
+    except (TypeError, ValueError):
+        depth_scale = float("nan")
+    if not (np.isfinite(depth_scale) and depth_scale > 0):
+        raise MtlkitError(f"nyud depth_scale must be a positive number (0.001 for millimetres), got {depth_scale!r}")
     chosen = select_tasks("nyud", NYUD_TASKS, tasks)
     base = resolve_root(root)
     listing = split_file(base, split)
-    if not listing.is_file():
+    if not listing.exists():
         raise layout_error("nyud", listing, "missing split list", LAYOUT)
     ids = read_lines(listing)
     if not ids:
@@ -140,7 +187,7 @@ def build_nyud(
         variant = detect_variant(base, ids[0])
     elif variant not in VARIANTS:
         raise MtlkitError(f"nyud variant must be auto, atrc or nyud_mt, got {variant!r}")
-    return NYUDv2(split, base, ids, chosen, variant, image_size, augment=augment, **options)
+    return NYUDv2(split, base, ids, chosen, variant, image_size, depth_scale=depth_scale, augment=augment, **options)
 
 
 # ----------------------------------------------------------------------------------------- check
@@ -160,10 +207,9 @@ def check_nyud(root: Path, max_files: int | None = None) -> list[Problem]:
     variant = None
     for split in ("train", "val"):
         listing = base / "gt_sets" / f"{split}.txt"
-        if not listing.is_file():
-            problems.add(listing, "missing split list", "one image id per line")
+        ids = problems.try_lines(listing)
+        if ids is None:
             continue
-        ids = read_lines(listing)
         if not ids:
             problems.add(listing, "empty split list", "one image id per line")
             continue
@@ -207,35 +253,31 @@ def _check_frame(problems: ProblemList, base: Path, i: str, variant: str, decode
                                    f"{hw[1]}x{hw[0]}", "the image's size")
 
     seg = problems.try_read(paths["semseg"], read_image, expected["semseg"])
-    if seg is not None:
-        if seg.ndim != 2:
-            problems.add(paths["semseg"], f"{seg.ndim}-D label map of shape {seg.shape}", expected["semseg"])
-        elif seg.max() > NUM_CLASSES:
-            bad = sorted(int(v) for v in np.unique(seg) if v > NUM_CLASSES)
-            problems.add(paths["semseg"], f"label values {bad[:10]} out of range", expected["semseg"])
+    if seg is not None and not problems.add_issue(paths["semseg"],
+                                                   class_map_issue(seg, NUM_CLASSES, None, SEMSEG_ENCODING)):
         size_ok("semseg", seg)
     depth = problems.try_read(paths["depth"], read_npy, expected["depth"])
-    if depth is not None:
-        d = np.squeeze(depth)
-        if d.ndim != 2 or not np.issubdtype(d.dtype, np.number):
-            problems.add(paths["depth"], f"array of shape {depth.shape} and dtype {depth.dtype}", expected["depth"])
-        elif not np.isfinite(d).all() or (d < 0).any():
-            problems.add(paths["depth"], "negative or non-finite depth values", expected["depth"])
-        else:
-            size_ok("depth", d)
-    reader = read_image if nrm_ext == ".png" else read_npy
-    nrm = problems.try_read(paths["normals"], reader, expected["normals"])
-    if nrm is not None:
-        if nrm.ndim != 3 or nrm.shape[2] != 3:
-            problems.add(paths["normals"], f"array of shape {nrm.shape}", expected["normals"])
-        else:
+    if depth is not None and not problems.add_issue(paths["depth"], depth_issue(depth, option="depth_scale")):
+        size_ok("depth", np.squeeze(depth))
+    if nrm_ext == ".png":
+        nrm = problems.try_read(paths["normals"], read_image, expected["normals"])
+        if nrm is not None and (nrm.ndim != 3 or nrm.shape[2] not in (3, 4)):
+            problems.add(paths["normals"], f"normals image of shape {nrm.shape}", NORMALS_PNG)
+        elif nrm is not None and not problems.add_issue(
+                paths["normals"], normals_issue(2.0 * nrm[..., :3].astype(np.float32) / 255.0 - 1.0)):
+            size_ok("normals", nrm)
+    else:
+        nrm = problems.try_read(paths["normals"], read_npy, expected["normals"])
+        if nrm is not None and not problems.add_issue(paths["normals"], normals_issue(nrm, 1, "float unit vectors")):
             size_ok("normals", nrm)
     reader = read_image if edge_ext == ".png" else read_npy
     edge = problems.try_read(paths["edge"], reader, expected["edge"])
     if edge is not None:
-        vals = np.unique(edge)
-        ok = set(vals.tolist()) <= {0, 255} if edge_ext == ".png" else bool(((vals >= 0) & (vals <= 1)).all())
-        if edge.ndim != 2 or not ok:
-            problems.add(paths["edge"], f"values {vals[:10].tolist()} / shape {edge.shape}", expected["edge"])
-        else:
-            size_ok("edge", edge)
+        issue = binary_map_issue(edge, "edge map", EDGE_ENCODING) if edge_ext == ".png" else None
+        if not problems.add_issue(paths["edge"], issue):
+            vals = np.unique(edge)
+            ok = set(vals.tolist()) <= {0, 255} if edge_ext == ".png" else bool(((vals >= 0) & (vals <= 1)).all())
+            if edge.ndim != 2 or not ok:
+                problems.add(paths["edge"], f"values {vals[:10].tolist()} / shape {edge.shape}", expected["edge"])
+            else:
+                size_ok("edge", edge)

@@ -41,6 +41,7 @@ from mtlkit.data._check import CHECKERS, Problem, ProblemList
 from mtlkit.data._dense import DENSE_OPTIONS, DenseDataset, check_options, select_tasks
 from mtlkit.data._io import layout_error, read_image, read_lines, read_mat, read_rgb, require_root
 from mtlkit.data._registry import DATASETS
+from mtlkit.data._validate import Issue, class_map_issue, normals_issue, raise_issue
 from mtlkit.data.transforms import Sample, resize
 from mtlkit.errors import MtlkitError
 from mtlkit.metrics._edge_bsds import seg2bmap
@@ -49,6 +50,10 @@ from mtlkit.metrics._thin import thin
 PASCAL_TASKS = ("semseg", "parts", "saliency", "normals", "edge")
 NUM_CLASSES = 21
 PERSON = 15
+SEMSEG_ENCODING = "values 0..20, 255 = ignore"
+NORMALS_PNG = "an RGB png (n = 2 * v / 255 - 1)"
+#: loaders check normal lengths on every HOT_STRIDE-th pixel per axis (data check: all)
+HOT_STRIDE = 4
 LAYOUT = """  ROOT/                               (the PASCAL_MT folder)
     JPEGImages/<id>.jpg
     semseg/VOC12/<id>.png, semseg/pascal-context/<id>.png   0..20, 255 = ignore
@@ -205,7 +210,10 @@ class PascalContext(DenseDataset):
         if "edge" in self.task_names or "normals" in self.task_names:
             labels = label_map(r / "pascal-context" / "trainval" / f"{i}.mat")
         if "semseg" in self.task_names:
-            sample["semseg"] = read_image(semseg_path(r, i)).astype(np.float32)[..., None]
+            p = semseg_path(r, i)
+            raw = read_image(p)
+            raise_issue(p, class_map_issue(raw, NUM_CLASSES - 1, 255, SEMSEG_ENCODING))
+            sample["semseg"] = raw.astype(np.float32)[..., None]
         if "parts" in self.task_names:
             sample["parts"] = decode_parts(r / "human_parts" / f"{i}.mat", hw, self.num_human_parts)[..., None]
         if "saliency" in self.task_names:
@@ -213,7 +221,12 @@ class PascalContext(DenseDataset):
             sal = sal[..., 0] if sal.ndim == 3 else sal
             sample["saliency"] = (sal / 255.0 > 0.5).astype(np.float32)[..., None]
         if "normals" in self.task_names:
-            raw = 2.0 * read_rgb(r / "normals_distill" / f"{i}.png").astype(np.float32) / 255.0 - 1.0
+            p = r / "normals_distill" / f"{i}.png"
+            raw = read_image(p)
+            if raw.ndim != 3 or raw.shape[2] not in (3, 4):
+                raise_issue(p, Issue(f"normals image of shape {raw.shape}", NORMALS_PNG))
+            raw = 2.0 * raw[..., :3].astype(np.float32) / 255.0 - 1.0
+            raise_issue(p, normals_issue(raw, HOT_STRIDE))
             keep = np.isin(labels, self.valid_normal_classes)
             if keep.shape != raw.shape[:2]:
                 keep = resize(keep[..., None].astype(np.float32), raw.shape[:2], "nearest")[..., 0] > 0.5
@@ -231,7 +244,7 @@ def _has_human_parts(root: Path, split: str, ids: list[str]) -> list[bool]:
         try:
             cats = json.loads(listing.read_text())
             return [PERSON in cats.get(i, []) for i in ids]
-        except ValueError:
+        except (OSError, ValueError, AttributeError, TypeError):  # unreadable or not {id: [classes]}
             pass
     return [bool(person_objects(root / "human_parts" / f"{i}.mat")) for i in ids]
 
@@ -256,7 +269,7 @@ def build_pascal_context(
         raise MtlkitError(f"num_human_parts must be one of {sorted(HUMAN_PARTS)}, got {num_human_parts!r}")
     base = resolve_root(root)
     listing = split_file(base, split)
-    if not listing.is_file():
+    if not listing.exists():
         raise layout_error("pascal-context", listing, "missing split list", LAYOUT)
     ids = read_lines(listing)
     if chosen == ("parts",):
@@ -283,10 +296,10 @@ def check_pascal_context(root: Path, max_files: int | None = None) -> list[Probl
             problems.add(base / folder, "missing folder", f"{folder}/ of the PASCAL-MT layout")
     for split in ("train", "val"):
         listing = split_file(base, split)
-        if not listing.is_file():
-            problems.add(listing, "missing split list", "one image id per line")
+        ids = problems.try_lines(listing)
+        if ids is None:
             continue
-        for n, i in enumerate(read_lines(listing)):
+        for n, i in enumerate(ids):
             _check_image(problems, base, i, decode=max_files is None or n < max_files)
     return problems
 
@@ -322,12 +335,9 @@ def _check_image(problems: ProblemList, base: Path, i: str, decode: bool) -> Non
                          "the image's size")
 
     seg = problems.try_read(paths["semseg"], read_image, expected["semseg"])
-    if seg is not None:
-        bad = sorted(int(v) for v in np.unique(seg) if v >= NUM_CLASSES and v != 255)
-        if seg.ndim != 2 or bad:
-            problems.add(paths["semseg"], f"label values {bad[:10]} / shape {seg.shape}", expected["semseg"])
-        else:
-            size_ok("semseg", seg)
+    if seg is not None and not problems.add_issue(paths["semseg"],
+                                                   class_map_issue(seg, NUM_CLASSES - 1, 255, SEMSEG_ENCODING)):
+        size_ok("semseg", seg)
     labels = problems.try_read(paths["labels"], label_map, expected["labels"])
     if labels is not None:
         size_ok("labels", labels)
@@ -335,8 +345,12 @@ def _check_image(problems: ProblemList, base: Path, i: str, decode: bool) -> Non
         problems.try_read(paths["parts"], lambda p: decode_parts(p, hw), expected["parts"])
     for k in ("normals", "saliency"):
         arr = problems.try_read(paths[k], read_image, expected[k])
-        if arr is not None:
-            if k == "normals" and (arr.ndim != 3 or arr.shape[2] != 3):
-                problems.add(paths[k], f"array of shape {arr.shape}", expected[k])
-            else:
-                size_ok(k, arr)
+        if arr is None:
+            continue
+        if k == "normals":
+            if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+                problems.add(paths[k], f"normals image of shape {arr.shape}", NORMALS_PNG)
+                continue
+            if problems.add_issue(paths[k], normals_issue(2.0 * arr[..., :3].astype(np.float32) / 255.0 - 1.0)):
+                continue
+        size_ok(k, arr)

@@ -50,6 +50,7 @@ from mtlkit.data._dense import DENSE_OPTIONS, DenseDataset, check_options, check
 from mtlkit.data._io import read_image, read_rgb, require_root
 from mtlkit.data._omnidata import View, find_split_csv, index_views, list_views, read_split_csv, task_dir, view_file
 from mtlkit.data._registry import DATASETS
+from mtlkit.data._validate import Issue, normals_issue, raise_issue
 from mtlkit.data.transforms import Sample, normalize, resize, sample_rng
 from mtlkit.errors import MtlkitError
 
@@ -74,6 +75,27 @@ REPLICA_LAYOUT = """  ROOT/
     train_val_test_replica.csv  (header id,train,val,test)"""
 
 _LOG16 = float(np.log(2.0**16))
+#: loaders check normal lengths on every HOT_STRIDE-th pixel per axis (data check: all)
+HOT_STRIDE = 4
+#: channels each RGB domain needs (the rest are single-channel or read from their first channel)
+MIN_CHANNELS = {"normal": 3, "principal_curvature": 2}
+
+
+def domain_issue(domain: str, arr: np.ndarray, stride: int = 1) -> Issue | None:
+    """What is wrong with the decoded PNG of an Omnidata ``domain`` (None when it is usable)."""
+    if domain in SIXTEEN_BIT:
+        if arr.dtype != np.uint16 or arr.ndim != 2:
+            return Issue(f"{arr.dtype} array of shape {arr.shape}", _expected(domain),
+                         "re-export the file as a 16-bit single-channel PNG")
+        return None
+    if arr.dtype != np.uint8:
+        return Issue(f"{arr.dtype} array of shape {arr.shape}", _expected(domain))
+    need = MIN_CHANNELS.get(domain, 0)
+    if need > 1 and (arr.ndim != 3 or arr.shape[2] < need):
+        return Issue(f"array of shape {arr.shape}", _expected(domain))
+    if domain == "normal":
+        return normals_issue(2.0 * arr[..., :3].astype(np.float32) / 255.0 - 1.0, stride)
+    return None
 
 
 def taskonomy_target(task: str, raw: np.ndarray) -> np.ndarray:
@@ -140,7 +162,11 @@ class Taskonomy(MultiTaskDataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         size = (self.resize, self.resize)
         image = resize(read_rgb(self.path("rgb", index)), size, "bilinear-aa")
-        labels = {t: read_image(self.path(t, index)) for t in self.task_names}
+        labels = {}
+        for t in self.task_names:
+            p = self.path(t, index)
+            labels[t] = read_image(p)
+            raise_issue(p, domain_issue(t, labels[t], HOT_STRIDE))
         labels = {t: resize(v if v.ndim == 3 else v[..., None], size, "nearest-exact") for t, v in labels.items()}
         rng = sample_rng() if self.augment else None
         if rng is not None:
@@ -246,9 +272,12 @@ class Replica(DenseDataset):
             p = self.path("depth_zbuffer", index)
             if "depth" in self.task_names or p.is_file():
                 depth_raw = read_image(p)
+                raise_issue(p, domain_issue("depth_zbuffer", depth_raw))
         valid = self.valid(index, depth_raw)
         if "semseg" in self.task_names:
-            sem = read_image(self.path("semantic", index))
+            p = self.path("semantic", index)
+            sem = read_image(p)
+            raise_issue(p, domain_issue("semantic", sem))
             cls = (sem[..., 0] if sem.ndim == 3 else sem).astype(np.float32)
             cls[(cls == 255) | (cls >= self.num_classes)] = 255
             sample["semseg"] = cls[..., None]
@@ -258,7 +287,10 @@ class Replica(DenseDataset):
                 depth = np.where(valid, depth, 0.0)
             sample["depth"] = depth[..., None].astype(np.float32)
         if "normals" in self.task_names:
-            nrm = 2.0 * read_rgb(self.path("normal", index)).astype(np.float32) / 255.0 - 1.0
+            p = self.path("normal", index)
+            raw = read_image(p)
+            raise_issue(p, domain_issue("normal", raw, HOT_STRIDE))
+            nrm = 2.0 * raw[..., :3].astype(np.float32) / 255.0 - 1.0
             if valid is not None:
                 nrm = nrm * valid[..., None]
             sample["normals"] = nrm
@@ -343,9 +375,9 @@ def _check_view(problems: ProblemList, root: Path, component: str, b: str, v: Vi
         arr = problems.try_read(p, read_image, _expected(d))
         if arr is None:
             continue
-        if d in SIXTEEN_BIT and (arr.dtype != np.uint16 or arr.ndim != 2):
-            problems.add(p, f"{arr.dtype} array of shape {arr.shape}", _expected(d))
-        elif d in ("normal", "principal_curvature", "reshading", "semantic") and (arr.ndim != 3 or arr.shape[2] < 3):
+        if problems.add_issue(p, domain_issue(d, arr)):
+            continue
+        if d in ("reshading", "semantic") and (arr.ndim != 3 or arr.shape[2] < 3):
             problems.add(p, f"array of shape {arr.shape}", _expected(d))
         elif rgb is not None and arr.shape[:2] != rgb.shape[:2]:
             problems.add(p, f"size {arr.shape[1]}x{arr.shape[0]} differs from the rgb's {rgb.shape[1]}x{rgb.shape[0]}",

@@ -37,28 +37,61 @@ _FIRST, _SECOND = _luts()
 
 
 def thin(bw: np.ndarray, max_iter: int | None = None) -> np.ndarray:
-    """Thin a binary (H, W) map to one-pixel-wide curves (``bwmorph(bw, 'thin', Inf)``).
+    """Thin a binary (H, W) map to one-pixel-wide curves (``bwmorph(bw, 'thin', Inf)``)."""
+    return thin_many(np.asarray(bw)[None], max_iter)[0]
 
-    Equivalent to re-evaluating every pixel in each sub-iteration, but only pixels whose neighbourhood changed
-    since their last evaluation under the same sub-iteration's rule are looked at again (the others keep
-    their decision), which makes thick maps (low thresholds) fast.
+
+#: foreground pixels thinned together at most (bounds the memory of :func:`thin_many` to about 100 MB)
+CHUNK_PIXELS = 1 << 22
+
+
+def thin_many(maps: np.ndarray, max_iter: int | None = None) -> np.ndarray:
+    """Thin each of N binary maps (N, H, W); identical to ``thin`` map by map, with far fewer numpy calls.
+
+    The maps are zero-padded and stacked into one flat array, so every numpy call of a sub-iteration serves
+    all of them (the BSDS meter thins one map per threshold). The padding keeps neighbourhoods inside their
+    own map, and a map that has converged stays unchanged while others still thin. Maps are taken in groups
+    of at most :data:`CHUNK_PIXELS` foreground pixels.
     """
-    skel = np.asarray(bw).astype(bool)
-    if not skel.any():
-        return skel.copy()
-    ys, xs = np.nonzero(skel)
+    stack = np.asarray(maps).astype(bool)
+    if stack.ndim != 3:
+        raise ValueError(f"thin_many expects (N, H, W) maps, got shape {stack.shape}")
+    out = np.zeros_like(stack)
+    sizes = stack.sum((1, 2))
+    start = 0
+    while start < len(stack):
+        stop = start + 1
+        total = int(sizes[start])
+        while stop < len(stack) and total + sizes[stop] <= CHUNK_PIXELS:
+            total += int(sizes[stop])
+            stop += 1
+        if total:
+            out[start:stop] = _thin_stack(stack[start:stop], max_iter)
+        start = stop
+    return out
+
+
+def _thin_stack(stack: np.ndarray, max_iter: int | None) -> np.ndarray:
+    """:func:`thin_many` on one group of maps.
+
+    Only pixels whose neighbourhood changed since their last evaluation under the same sub-iteration's rule
+    are looked at again (the others keep their decision), which makes thick maps (low thresholds) fast.
+    """
+    out = np.zeros_like(stack)
+    union = stack.any(0)
+    ys, xs = np.nonzero(union)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    box = np.pad(skel[y0:y1, x0:x1], 1).astype(np.uint8)
-    w = box.shape[1]
-    flat = box.ravel()
-    # flat offsets of x1..x8 (E, NE, N, NW, W, SW, S, SE) and of the 3x3 block
-    offs = np.array([1, -w + 1, -w, -w - 1, -1, w - 1, w, w + 1], dtype=np.int64)
-    block = np.concatenate([[0], offs])
+    box = np.pad(stack[:, y0:y1, x0:x1], ((0, 0), (1, 1), (1, 1)))
     # only pixels with a background 4-neighbour can be deleted (G1 needs a 0 among x1, x3, x5, x7)
-    fg = np.flatnonzero(flat)
-    border = np.zeros(flat.shape, dtype=bool)
-    border[fg[(flat[fg[:, None] + offs[[0, 2, 4, 6]][None, :]] == 0).any(1)]] = True
-    dirty = [border, border.copy()]
+    border = np.zeros_like(box)
+    inner = box[:, 1:-1, 1:-1]
+    border[:, 1:-1, 1:-1] = inner & ~(box[:, 1:-1, 2:] & box[:, :-2, 1:-1] & box[:, 1:-1, :-2] & box[:, 2:, 1:-1])
+    w = box.shape[2]
+    flat = box.ravel().view(np.uint8)
+    # flat offsets of x1..x8 (E, NE, N, NW, W, SW, S, SE) and of the 3x3 block
+    offs = (1, -w + 1, -w, -w - 1, -1, w - 1, w, w + 1)
+    block = (0, *offs)
+    dirty = [border.ravel(), border.ravel().copy()]
     passes = 0
     while max_iter is None or passes < max_iter:
         changed = False
@@ -68,17 +101,18 @@ def thin(bw: np.ndarray, max_iter: int | None = None) -> np.ndarray:
             idx = idx[flat[idx] > 0]
             if idx.size == 0:
                 continue
-            nb = flat[idx[:, None] + offs[None, :]].astype(np.int32)
-            gone = idx[lut[(nb << np.arange(8, dtype=np.int32)).sum(1)]]
+            code = np.zeros(idx.size, dtype=np.uint8)
+            for k, o in enumerate(offs):
+                code |= flat[idx + o] << np.uint8(k)
+            gone = idx[lut[code]]
             if gone.size:
                 changed = True
                 flat[gone] = 0
-                touched = (gone[:, None] + block[None, :]).ravel()
-                dirty[0][touched] = True
-                dirty[1][touched] = True
+                for o in block:
+                    dirty[0][gone + o] = True
+                    dirty[1][gone + o] = True
         passes += 1
         if not changed:
             break
-    out = np.zeros_like(skel)
-    out[y0:y1, x0:x1] = box[1:-1, 1:-1] > 0
+    out[:, y0:y1, x0:x1] = box[:, 1:-1, 1:-1]
     return out

@@ -17,8 +17,10 @@ import json
 import multiprocessing
 import os
 import tempfile
+import time
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -159,9 +161,15 @@ def generate_split(split: str, count: int, size: tuple[int, int], seed: int) -> 
     return {k: np.concatenate([p[k] for p in parts]) for k in ARRAY_KEYS}
 
 
+#: temp files of interrupted writes (e.g. kill -9) older than this are removed by the next write
+STALE_TEMP_SECONDS = 3600
+
+
 def _write_npz(path: Path, arrays: dict[str, np.ndarray], meta: str) -> None:
-    """Atomically write a (fast, level-1) compressed ``.npz``: temp file in the same folder, then rename."""
+    """Atomically write a (fast, level-1) compressed ``.npz``: temp file in the same folder, flushed to disk,
+    then renamed over ``path`` (a reader sees the old file or the whole new one, never a partial one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -175,19 +183,55 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray], meta: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:  # make the rename itself durable (best effort: not every file system lets a folder be opened)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
 
 
-def _read_npz(path: Path, meta: str) -> dict[str, np.ndarray] | None:
-    """The arrays of a cache file, or None when it is missing, unreadable or for another configuration."""
+def _remove_stale_temps(path: Path) -> None:
+    now = time.time()
+    for tmp in path.parent.glob(f".{path.stem}-*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
+                tmp.unlink()
+        except OSError:
+            pass
+
+
+def _expected_shapes(count: int, size: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    h, w = size
+    return {"image": (count, h, w, 3), "semseg": (count, h, w), "parts": (count, h, w), "edge": (count, h, w),
+            "depth": (count, h, w), "normals": (count, h, w, 3)}
+
+
+def _read_npz(path: Path, meta: str, shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file, or None when it is missing or for another configuration. A corrupt file
+    (truncated, bad zip or zlib data, bad CRC, missing or misshapen arrays) is removed with a one-line warning,
+    so the caller regenerates it."""
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["meta"]) != meta:
                 return None
-            return {k: z[k] for k in ARRAY_KEYS}
+            arrays = {k: z[k] for k in ARRAY_KEYS}
+        for k, shape in (shapes or {}).items():
+            if arrays[k].shape != shape:
+                raise ValueError(f"{k} has shape {arrays[k].shape}, expected {shape}")
+        return arrays
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
-        warnings.warn(f"ignoring unreadable synthetic-data cache file {path}; regenerating it", stacklevel=3)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error) as err:
+        try:
+            path.unlink(missing_ok=True)
+            action = "removed it; regenerating"
+        except OSError:
+            action = "regenerating (could not remove it)"
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        warnings.warn(f"corrupt synthetic-data cache file {path} ({reason}); {action}", stacklevel=3)
         return None
 
 
@@ -198,7 +242,7 @@ def load_split(
     config = generation_config(split, count, size, seed)
     meta = json.dumps(config, sort_keys=True)
     path = cache_path(cache_dir, config)
-    arrays = _read_npz(path, meta)
+    arrays = _read_npz(path, meta, _expected_shapes(count, size))
     if arrays is not None:
         return arrays
     arrays = generate_split(split, count, size, seed)
