@@ -6,7 +6,7 @@ from mtlkit.metrics._classification import BinaryMeter, ClassificationMeter, Mul
 from mtlkit.metrics._delta_m import delta_m, relative_gain
 from mtlkit.metrics._depth import DepthMeter
 from mtlkit.metrics._edge import EdgeMeter, tolerance_counts
-from mtlkit.metrics._edge_bsds import BSDSEdgeMeter, bsds_counts, correspond_count
+from mtlkit.metrics._edge_bsds import BSDSEdgeMeter, bsds_counts, bsds_split_counts, correspond_count, ods_from_counts
 from mtlkit.metrics._generic_regression import GenericRegressionMeter
 from mtlkit.metrics._normals import NormalsMeter, angular_error
 from mtlkit.metrics._regression import AccuracyMeter, RegressionMeter
@@ -31,8 +31,10 @@ __all__ = [
     "TorchMetricsMeter",
     "angular_error",
     "bsds_counts",
+    "bsds_split_counts",
     "confusion_matrix",
     "correspond_count",
+    "ods_from_counts",
     "delta_m",
     "f_measure",
     "iou_per_class",

@@ -114,11 +114,12 @@ def edge_task(
     pos_weight: float = 0.95,
     protocol: str = "tolerance",
     num_thresholds: int | None = None,
-    workers: int = 0,
+    workers: int | None = None,
 ) -> Task:
     """Edge detection; ``protocol="bsds"`` scores odsF by the BSDS protocol (thinning, one-to-one matching,
     seism's 99 thresholds unless ``num_thresholds``; :class:`mtlkit.metrics.BSDSEdgeMeter`, used for the real
-    datasets), ``"tolerance"`` by the cheaper tolerance-matched F of :class:`mtlkit.metrics.EdgeMeter`."""
+    datasets), ``"tolerance"`` by the cheaper tolerance-matched F of :class:`mtlkit.metrics.EdgeMeter`.
+    ``workers``: processes of the BSDS meter (None = one per CPU for large images, 0 = serial)."""
     if protocol == "bsds":
         def meter() -> Meter:
             return BSDSEdgeMeter(max_dist=max_dist, thresholds=num_thresholds, workers=workers)
@@ -130,7 +131,7 @@ def edge_task(
     params: dict[str, Any] = {"max_dist": max_dist, "pos_weight": pos_weight, "protocol": protocol}
     if num_thresholds is not None:
         params["num_thresholds"] = num_thresholds
-    if workers:
+    if workers is not None:
         params["workers"] = workers
     return Task(
         "edge",
