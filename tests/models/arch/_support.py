@@ -167,3 +167,26 @@ def fit_steps(model, batch: dict, tasks: dict, steps: int = 6, lr: float = 1e-3)
         loss.backward()
         opt.step()
     return values[0], values[-1]
+
+
+def check_cut(model, batch: dict, tasks: dict) -> None:
+    """The balancing cut (``forward(..., return_features=True)``): every parameter between a task's loss and
+    the cut is that task's own, and every shared parameter lies before the cut."""
+    from mtlkit.balancing._grads import flatten_features, graph_leaves
+
+    out, cut = model(batch["image"], return_features=True)
+    losses = model.task_losses(out, batch, tasks)
+    shared = {id(p) for p in model.shared_parameters()}
+    if cut is None:
+        assert not model.has_shared_representation
+        return
+    feats, _ = flatten_features(cut)
+    assert feats
+    for t, loss in losses.items():
+        after = {id(p) for p in graph_leaves([loss], stop=feats) if p.requires_grad}
+        own = {id(p) for p in model.task_parameters(t)}
+        assert after <= own, f"{len(after - own)} non-task parameters after the cut for {t}"
+    before = {id(p) for p in graph_leaves(feats) if p.requires_grad}
+    reached = set().union(*(graph_leaves([loss]) for loss in losses.values()))
+    reached_ids = {id(p) for p in reached}
+    assert shared & reached_ids <= before

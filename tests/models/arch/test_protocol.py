@@ -9,7 +9,17 @@ import torch
 from mtlkit.errors import MtlkitError
 from mtlkit.models.arch import ARCHS, MTAN, InvPT, MTINet, TaskPrompter
 
-from ._support import TASK_SETS, TimmCNN, check_split, fit_steps, make_batch, make_tasks, mtlkit_vit, tiny_vit
+from ._support import (
+    TASK_SETS,
+    TimmCNN,
+    check_cut,
+    check_split,
+    fit_steps,
+    make_batch,
+    make_tasks,
+    mtlkit_vit,
+    tiny_vit,
+)
 
 # (id, builder(tasks) -> model, input size); tiny widths, the published structure
 BUILDERS = {
@@ -57,16 +67,17 @@ def test_forward_backward_and_split(arch: str, dataset: str) -> None:
         assert out[t].shape == (2, c, size, size)
         assert torch.isfinite(out[t]).all()
     check_split(model, batch, tasks)
+    check_cut(model, batch, tasks)
 
 
 @pytest.mark.parametrize("arch", ["mtan-convnext", "mtinet-ghostnet", "invpt-timm-vit", "taskprompter-timm-vit"])
 def test_training_steps_lower_the_loss(arch: str) -> None:
-    """Six Adam steps on the plain sum of ``task_losses`` (aux terms included) lower it on a fixed batch."""
+    """Four Adam steps on the plain sum of ``task_losses`` (aux terms included) lower it on a fixed batch."""
     torch.manual_seed(0)
     build, size = BUILDERS[arch]
     channels = TASK_SETS["nyud"]
     model = build(channels)
-    first, last = fit_steps(model, make_batch(channels, size=size), make_tasks(channels), steps=6, lr=3e-3)
+    first, last = fit_steps(model, make_batch(channels, size=size), make_tasks(channels), steps=4, lr=5e-3)
     assert last < 0.95 * first
 
 
@@ -123,7 +134,7 @@ def test_shared_representation_cut() -> None:
         model = build(channels).eval()
         x = make_batch(channels, size=size)["image"]
         with torch.no_grad():
-            out, feats = model(x, return_features=True)
+            out = model(x)
             again = model.forward_heads(model.forward_features(x))
         assert model.has_shared_representation
         for t in channels:

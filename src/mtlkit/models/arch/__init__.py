@@ -5,11 +5,13 @@ Each is an :class:`ArchModel` implementing mtlkit's model protocol (see :mod:`mt
 representation exists, ``shared_parameters()`` / ``task_parameters(t)`` / ``last_shared_parameters()``,
 auxiliary predictions in ``model.aux`` and ``task_losses(outputs, targets, tasks)`` -> one loss per task.
 ``ARCHS`` maps the ``--arch`` names to the classes; ``Cls.single_task(backbone, task, channels)`` builds the
-imbalance study's "architecture single-task" twin. Sizes and parameter counts: ``docs/architectures.md``.
+imbalance study's "architecture single-task" twin; ``published(arch, dataset)`` the papers' configurations.
+Sizes and parameter counts: ``docs/architectures.md``.
 """
 
 from mtlkit._registry import Registry
 from mtlkit.models.arch._base import ArchModel, count_parameters
+from mtlkit.models.arch._presets import PUBLISHED, Published, published
 from mtlkit.models.arch.invpt import InvPT
 from mtlkit.models.arch.mtan import MTAN
 from mtlkit.models.arch.mtinet import MTINet
@@ -19,4 +21,15 @@ ARCHS: Registry[type[ArchModel]] = Registry("architecture")
 for _cls in (MTAN, MTINet, InvPT, TaskPrompter):
     ARCHS.register(_cls.arch, _cls)
 
-__all__ = ["ARCHS", "ArchModel", "InvPT", "MTAN", "MTINet", "TaskPrompter", "count_parameters"]
+__all__ = [
+    "ARCHS",
+    "PUBLISHED",
+    "ArchModel",
+    "InvPT",
+    "MTAN",
+    "MTINet",
+    "Published",
+    "TaskPrompter",
+    "count_parameters",
+    "published",
+]

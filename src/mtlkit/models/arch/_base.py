@@ -3,11 +3,16 @@
 The protocol (the one :class:`mtlkit.models.MultiTaskModel` implements, which the engine, the balancing
 methods and the update strategies call):
 
-- ``forward(x, tasks=None, return_features=False)`` -> ``{task: prediction at the input size}`` (and the
-  shared representation when ``return_features``);
-- ``forward_features(x)`` / ``forward_heads(feats, tasks)``: the cut at the shared representation, where
-  the architecture has one (``has_shared_representation``); otherwise both raise :class:`MtlkitError` and
-  ``forward(..., return_features=True)`` returns ``None`` as the features;
+- ``forward(x, tasks=None, return_features=False)`` -> ``{task: prediction at the input size}``, and with
+  ``return_features`` also the *balancing cut*: the tensors after which every parameter is specific to one
+  task (what the balancing methods split the per-task gradients at, :mod:`mtlkit.balancing._grads`). A list
+  when every task reads all of it, ``{task: list}`` when each task has its own tensors, ``None`` when there
+  is none (the methods then take per-task gradients from the losses). It is *not* the encoder output: these
+  architectures have shared parameters after the encoder (MTAN's refinements, MTI-Net's FPMs, InvPT's joint
+  decoder), which a split at the encoder output would leave without gradient under gradient aggregators;
+- ``forward_features(x)`` / ``forward_heads(feats, tasks)``: the cut at the encoder's output (the token-space
+  analysis reads it), where the architecture has one (``has_shared_representation``); otherwise both raise
+  :class:`MtlkitError`;
 - ``shared_parameters()``, ``task_parameters(t)``, ``last_shared_parameters()``: ``task_parameters(t)`` are
   the parameters that only task t's loss reaches (a task's loss never moves another task's); every other
   trainable parameter is shared, including per-task-named modules whose output other tasks read (MTI-Net's
@@ -53,6 +58,8 @@ class ArchModel(nn.Module):
         self.task_channels: dict[str, int] = {t: int(c) for t, c in tasks.items()}
         #: auxiliary predictions of the last forward: {task: {name: prediction at the input size}}
         self.aux: dict[str, dict[str, torch.Tensor]] = {}
+        #: the balancing cut of the last forward (see the module docstring)
+        self.cut: Any = None
         #: weight of each auxiliary term relative to the task's main loss (1.0 in every official code)
         self.aux_weight = 1.0
         self._input_size: tuple[int, int] | None = None
@@ -86,9 +93,10 @@ class ArchModel(nn.Module):
     def forward(
         self, x: torch.Tensor, tasks: Iterable[str] | None = None, return_features: bool = False
     ) -> Outputs | tuple[Outputs, Any]:
+        self.aux, self.cut = {}, None  # free the last batch's tensors before this one's exist
         feats = self.forward_features(x)
         out = self.forward_heads(feats, tasks, tuple(x.shape[-2:]))
-        return (out, feats) if return_features else out
+        return (out, self.cut) if return_features else out
 
     def _output_size(self, output_size: tuple[int, int] | None) -> tuple[int, int]:
         size = output_size if output_size is not None else self._input_size

@@ -84,9 +84,7 @@ class SEBlock(nn.Module):
     def __init__(self, channels: int, r: int = 16) -> None:
         super().__init__()
         hidden = max(channels // r, 1)
-        self.squeeze = nn.Sequential(
-            nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels), nn.Sigmoid()
-        )
+        self.squeeze = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.squeeze(x.mean(dim=(2, 3)))
@@ -152,9 +150,7 @@ class HRNetHead(nn.Module):
     def __init__(self, in_channels: list[int], cout: int) -> None:
         super().__init__()
         c = sum(in_channels)
-        self.last_layer = nn.Sequential(
-            nn.Conv2d(c, c, 1), nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, cout, 1)
-        )
+        self.last_layer = nn.Sequential(nn.Conv2d(c, c, 1), nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, cout, 1))
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         size = feats[0].shape[-2:]

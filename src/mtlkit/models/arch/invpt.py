@@ -36,7 +36,8 @@ code (its ``torch.linspace(0, 0.15, 1)`` is ``[0]``); BatchNorm instead of SyncB
 
 Parameter split: the decoder's attention mixes all tasks' tokens, so everything up to it is shared
 (including the per-task preliminary decoders, intermediate heads and UpEmbeds, whose outputs every task
-attends to). Task t owns its stage-2/3 ``redu_chan`` convs, its final conv and its head.
+attends to). Task t owns its stage-2/3 ``redu_chan`` convs, its final conv and its head. Balancing cut:
+``{t: [task t's slice of each stage's normed output, its intermediate prediction]}``.
 """
 
 from __future__ import annotations
@@ -271,6 +272,7 @@ class InvPT(ArchModel):
         s2 = skips[0][2].shape[-2:]
         target = (2 * s2[0], 2 * s2[1])
         summed: list[torch.Tensor | None] = [None] * len(self.tasks)
+        cut: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
         message = None
         for i in range(3):
             if i > 0:
@@ -281,11 +283,13 @@ class InvPT(ArchModel):
             cat = torch.cat(maps, 1)
             cat = _unflat(self.norm_mts[i](_flat(cat)), size)
             for j, (t, part) in enumerate(zip(self.tasks, cat.split(self.dims[i], dim=1), strict=True)):
+                cut[t].append(part)
                 if i > 0:
                     part = self.redu_chan[i][t](part)
                 part = resize_to(part, target)
                 summed[j] = part if summed[j] is None else summed[j] + part
         out = {t: self.mt_proj[t](s) for t, s in zip(self.tasks, summed, strict=True)}  # type: ignore[arg-type]
+        self.cut = {t: cut[t] + [inter[t]] for t in self.tasks}
         return out, inter
 
     def forward_heads(
@@ -297,10 +301,9 @@ class InvPT(ArchModel):
         names = self._select(tasks)
         size = self._output_size(output_size)
         task_feats, inter = self._decode(feats)
+        self.cut = {t: self.cut[t] for t in names}
         out = {t: resize_to(self.heads[t](task_feats[t]), size) for t in names}
-        self.aux = (
-            {t: {"inter": resize_to(inter[t], size)} for t in names} if self.intermediate_supervision else {}
-        )
+        self.aux = {t: {"inter": resize_to(inter[t], size)} for t in names} if self.intermediate_supervision else {}
         return out
 
     def _task_modules(self, task: str) -> list[nn.Module | nn.Parameter]:

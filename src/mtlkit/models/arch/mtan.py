@@ -17,6 +17,7 @@ the same 2x2 pool in the official setting), so any CNN with stages works. ``u_b`
 pre-hook on each stage's last block, so the backbone runs unchanged.
 
 Parameter split: backbone and ``refine`` blocks are shared; each task's attention layers and head are its own.
+Balancing cut: ``{t: [a_last]}``, each task's head input (the shared refinements lie before it).
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ class MTAN(ArchModel):
         names = self._select(tasks)
         size = self._output_size(output_size)
         ub, ut = feats[0::2], feats[1::2]
-        out = {}
+        out: dict[str, torch.Tensor] = {}
+        cut: dict[str, list[torch.Tensor]] = {}
         for t in names:
             a = None
             for k in range(self.num_stages):
@@ -142,8 +144,9 @@ class MTAN(ArchModel):
                     a = self.refine[k](a)
                     if a.shape[-2:] != ub[k + 1].shape[-2:]:
                         a = F.adaptive_max_pool2d(a, ub[k + 1].shape[-2:])
+            cut[t] = [a]
             out[t] = F.interpolate(self.heads[t](a), size=size, mode="bilinear", align_corners=False)
-        self.aux = {}
+        self.aux, self.cut = {}, cut
         return out
 
     def _task_modules(self, task: str) -> list[nn.Module | nn.Parameter]:

@@ -27,7 +27,8 @@ official code upsamples by exactly 2, the same on HRNet), so any multi-scale CNN
 
 Parameter split: task t owns its heads, its initial-prediction convs and its distillation SA blocks (only its
 own loss reaches them); the per-task refinements and FPM SE blocks feed every task (through the FPM and the
-distillation), so they are shared, with the backbone.
+distillation), so they are shared, with the backbone. Balancing cut: every task's refined features at every
+scale (one list all tasks read: MGDA-UB works on it).
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ class MTINet(ArchModel):
             scale_feats[s], scale_preds[s] = self.initial[s](feats[s], prev)
             if s > 0:
                 prev = self.fpm[s](scale_feats[s])
+        self.cut = [scale_feats[s][a] for s in range(n) for a in self.tasks]
         distilled = [self.distillation[s](scale_feats[s], names) for s in range(n)]
         out = {t: resize_to(self.heads[t]([d[t] for d in distilled]), size) for t in names}
         self.aux = {t: {f"scale_{s}": resize_to(scale_preds[s][t], size) for s in range(n)} for t in names}

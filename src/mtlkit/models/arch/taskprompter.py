@@ -49,7 +49,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlkit.errors import MtlkitError
-from mtlkit.models.arch._backbone import maybe_identity, vit_blocks, vit_grid, vit_last_layer_parameters
+from mtlkit.models.arch._backbone import (
+    maybe_identity,
+    vit_blocks,
+    vit_grid,
+    vit_last_layer_parameters,
+    vit_patch_size,
+)
 from mtlkit.models.arch._base import ArchModel, Outputs
 from mtlkit.models.arch._blocks import resize_to
 
@@ -104,6 +110,7 @@ class TaskPrompter(ArchModel):
         super().__init__(backbone, tasks)
         blocks = vit_blocks(backbone)
         self.grid = vit_grid(backbone, tuple(img_size) if img_size is not None else None)
+        self.patch_size = vit_patch_size(backbone)
         self.num_prefix_tokens = int(getattr(backbone, "num_prefix_tokens", 1))
         dim = int(blocks[0].norm1.normalized_shape[0])
         heads = int(blocks[0].attn.num_heads)
@@ -149,6 +156,7 @@ class TaskPrompter(ArchModel):
             )
             for _ in range(4)
         )
+
         def ctr() -> nn.Module:
             return nn.Sequential(nn.Conv2d(heads, heads, 1), nn.GELU(), nn.Conv2d(heads, 1, 1))
 
@@ -175,13 +183,14 @@ class TaskPrompter(ArchModel):
         names = self._select(tasks)
         size = tuple(x.shape[-2:])
         self._input_size = size  # type: ignore[assignment]
-        grid = self.grid
-        tokens = self.backbone.embed(x)[:, self.num_prefix_tokens :]
-        if tokens.shape[1] != grid[0] * grid[1]:
+        self.aux, self.cut = {}, None
+        expected = (self.grid[0] * self.patch_size[0], self.grid[1] * self.patch_size[1])
+        if size != expected:
             raise MtlkitError(
-                f"TaskPrompter was built for a {grid[0]}x{grid[1]} token grid; input {tuple(size)} gives "
-                f"{tokens.shape[1]} tokens: build it with img_size={tuple(size)}"
+                f"TaskPrompter was built for {expected[0]}x{expected[1]} inputs (its channel prompts have one "
+                f"value per patch); got {size[0]}x{size[1]}: resize the input or build it with img_size={size}"
             )
+        tokens = self.backbone.embed(x)[:, self.num_prefix_tokens :]
         prompts = self.task_prompts[None].expand(x.shape[0], -1, -1)
         blocks = self.backbone.blocks
         summed: dict[str, torch.Tensor] = {}
@@ -198,7 +207,7 @@ class TaskPrompter(ArchModel):
         for t in names:
             f = F.interpolate(summed[t], scale_factor=4, mode="bilinear", align_corners=False)
             out[t] = resize_to(self.heads[t](f), size)
-        self.aux = {}
+        self.aux, self.cut = {}, None
         return (out, None) if return_features else out
 
     @staticmethod
