@@ -99,3 +99,26 @@ def test_per_task_encoder_streams() -> None:
         torch.testing.assert_close(same[t], shared[t])
     # the decoder attends over all tasks jointly: changing depth's stream changes every task's output
     assert all(not torch.allclose(forked[t], shared[t]) for t in CHANNELS)
+
+
+def test_dtme_expansion_of_the_encoder() -> None:
+    """DTME (token modulation + expansion) on InvPT's ViT encoder: the encoder forks into task streams and each
+    task's decoder branch reads its own; the joint decoder lets every loss reach every stream, so DTME's
+    modules are shared parameters (a task's loss still never moves another task's own parameters)."""
+    from mtlkit.dtme import apply_dtme
+
+    from ._support import check_cut, check_split
+
+    torch.manual_seed(0)
+    model = InvPT(mtlkit_vit(), CHANNELS, official_unused=False, **SMALL)
+    n_shared = len(model.shared_parameters())
+    apply_dtme(model, {"tasks": list(CHANNELS), "tm_layers": [1], "te_layers": [2], "tokens": 2})
+    feats = model.forward_features(torch.randn(2, 3, 64, 64))
+    assert set(feats) == set(CHANNELS) and all(len(f) == 4 for f in feats.values())
+    dtme = {id(p) for t in CHANNELS for p in model.backbone.task_specific_parameters(t)}
+    assert dtme and dtme <= {id(p) for p in model.shared_parameters()}
+    assert len(model.shared_parameters()) == n_shared + len(dtme)
+    batch = make_batch(CHANNELS, size=64)
+    tasks = make_tasks(CHANNELS)
+    check_split(model, batch, tasks)
+    check_cut(model, batch, tasks)

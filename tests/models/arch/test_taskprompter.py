@@ -140,6 +140,31 @@ def test_size_checks() -> None:
         TaskPrompter(tiny_vit(), CHANNELS, chan_nheads=8)
     with pytest.raises(MtlkitError, match="chan_nheads"):
         TaskPrompter(tiny_vit(), CHANNELS, chan_nheads=9)
+    with pytest.raises(MtlkitError, match="four increasing"):
+        TaskPrompter(tiny_vit(), CHANNELS, chan_nheads=4, layers=[0, 1, 2, 2])
     built = TaskPrompter(tiny_vit(), CHANNELS, img_size=(32, 32), embed_dim=16, final_embed_dim=16, chan_nheads=4)
     assert built.grid == (4, 4)
     assert built.token_trans[0].out_features == 16
+
+
+def test_dtme_expanded_encoder_is_refused_for_now() -> None:
+    from mtlkit.dtme import apply_dtme
+
+    from ._support import mtlkit_vit
+
+    model = TaskPrompter(mtlkit_vit(), CHANNELS, embed_dim=16, final_embed_dim=16, chan_nheads=4)
+    apply_dtme(model, {"tasks": list(CHANNELS), "tm_layers": [1], "te_layers": [], "tokens": 2})
+    with pytest.raises(MtlkitError, match="DTME"):
+        model(torch.randn(2, 3, 64, 64))
+
+
+def test_official_unused_last_prompt_update() -> None:
+    torch.manual_seed(0)
+    batch = make_batch(CHANNELS, size=64)
+    tasks = make_tasks(CHANNELS)
+    for official_unused in (True, False):
+        model = _model(official_unused=official_unused).train()
+        sum(model.task_losses(model(batch["image"]), batch, tasks).values()).backward()
+        unreached = sorted(n for n, p in model.named_parameters() if p.grad is None)
+        assert len(model.token_trans1) == (4 if official_unused else 3)
+        assert unreached == (["token_trans1.3.bias", "token_trans1.3.weight"] if official_unused else [])

@@ -49,6 +49,9 @@ class ArchModel(nn.Module):
     arch: ClassVar[str] = ""
     #: whether ``forward_features`` / ``forward_heads`` exist (a task-independent cut point)
     has_shared_representation: ClassVar[bool] = True
+    #: whether task t's encoder stream reaches only task t's loss, so the backbone's per-task parameters
+    #: (DTME) are task t's; False when the decoder mixes the streams (they are then shared)
+    separate_task_streams: ClassVar[bool] = True
 
     def __init__(self, backbone: nn.Module, tasks: Mapping[str, int]) -> None:
         super().__init__()
@@ -146,9 +149,16 @@ class ArchModel(nn.Module):
         raise NotImplementedError
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """The architecture's modules of ``task`` plus the task-specific parameters the backbone declares
+        (``backbone.task_specific_parameters(task)``: DTME's modulators / tokens, Recon's copies) when the
+        task streams stay separate (``separate_task_streams``)."""
         params: list[nn.Parameter] = []
         seen: set[int] = set()
-        for m in self._task_modules(task):
+        fn = getattr(self.backbone, "task_specific_parameters", None)
+        extra: list[nn.Module | nn.Parameter] = []
+        if fn is not None and self.separate_task_streams:
+            extra = list(fn(task))
+        for m in self._task_modules(task) + extra:
             for p in [m] if isinstance(m, nn.Parameter) else m.parameters():
                 if id(p) not in seen and p.requires_grad:
                     seen.add(id(p))

@@ -37,7 +37,10 @@ code (its ``torch.linspace(0, 0.15, 1)`` is ``[0]``); BatchNorm instead of SyncB
 Parameter split: the decoder's attention mixes all tasks' tokens, so everything up to it is shared
 (including the per-task preliminary decoders, intermediate heads and UpEmbeds, whose outputs every task
 attends to). Task t owns its stage-2/3 ``redu_chan`` convs, its final conv and its head. Balancing cut:
-``{t: [task t's slice of each stage's normed output, its intermediate prediction]}``.
+``{t: [task t's slice of each stage's normed output, its intermediate prediction]}``. With DTME the encoder
+forks into task streams and task t's decoder branch reads stream t, but the joint attention lets every task's
+loss reach every stream, so DTME's per-task modules count as shared parameters here
+(``separate_task_streams = False``).
 """
 
 from __future__ import annotations
@@ -172,6 +175,8 @@ class InvPT(ArchModel):
     """
 
     arch = "invpt"
+    #: the joint decoder attends over every task's stream: DTME's per-task encoder modules reach all tasks
+    separate_task_streams = False
 
     def __init__(
         self,
@@ -244,10 +249,13 @@ class InvPT(ArchModel):
             nn.init.trunc_normal_(seq[0].weight, std=0.02)
 
     # ------------------------------------------------------------------ forward
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The shared representation: the backbone's last four maps."""
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor] | dict[str, list[torch.Tensor]]:
+        """The encoder output: the backbone's last four maps, or ``{task: maps}`` once DTME forks it."""
         self._input_size = tuple(x.shape[-2:])
-        return list(self.backbone(x))[self._first :]
+        feats = self.backbone(x)
+        if isinstance(feats, dict):
+            return {t: list(f)[self._first :] for t, f in feats.items()}
+        return list(feats)[self._first :]
 
     def _decode(self, feats: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Backbone maps (or ``{task: maps}``) -> (final features per task at 1/4, intermediate predictions)."""

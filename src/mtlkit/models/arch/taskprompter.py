@@ -90,7 +90,11 @@ class TaskPrompter(ArchModel):
         final_embed_dim: fused width, the heads' input (``final_embed_dim``).
         chan_nheads: channel-attention windows (a square number; the token grid must split evenly).
         use_ctr: cross-task reweighting.
-        layers: the four 0-based blocks read (default L/4, L/2, 3L/4, last).
+        layers: the four 0-based blocks read, increasing, ending with the last block (default L/4, L/2, 3L/4,
+            last: the official ``select_list`` and the normed output).
+        official_unused: keep the last block's ``token_trans1``, which the official model builds but never
+            reaches (the prompts leaving the last block are not read); ``False`` drops it (DDP without
+            ``find_unused_parameters``).
     """
 
     arch = "taskprompter"
@@ -106,6 +110,7 @@ class TaskPrompter(ArchModel):
         chan_nheads: int = 16,
         use_ctr: bool = False,
         layers: Sequence[int] | None = None,
+        official_unused: bool = True,
     ) -> None:
         super().__init__(backbone, tasks)
         blocks = vit_blocks(backbone)
@@ -126,14 +131,21 @@ class TaskPrompter(ArchModel):
         self.chan_side = side
         self.chan_scale = (n_pix // chan_nheads) ** -0.5
         self.layers = list(layers) if layers is not None else _default_layers(len(blocks))
-        if len(self.layers) != 4:
-            raise MtlkitError(f"TaskPrompter reads four layers; got {self.layers}")
+        depth = len(blocks)
+        if len(self.layers) != 4 or self.layers[3] != depth - 1 or sorted(set(self.layers)) != self.layers:
+            raise MtlkitError(
+                f"TaskPrompter reads four increasing 0-based blocks, the last being the last block ({depth - 1}, "
+                f"read after the final norm); got {self.layers}"
+            )
         self.use_ctr = use_ctr
         nt = len(self.tasks)
         self.task_prompts = nn.Parameter(torch.empty(nt, dim))
         nn.init.trunc_normal_(self.task_prompts, mean=1.0, std=1.0)  # the official init (bounds -2, 2)
         self.token_trans = nn.ModuleList(nn.Linear(dim, n_pix) for _ in blocks)
-        self.token_trans1 = nn.ModuleList(nn.Linear(n_pix, dim) for _ in blocks)
+        # the prompts leaving the last block are never read: its token_trans1 is unused (kept by default)
+        self.token_trans1 = nn.ModuleList(
+            nn.Linear(n_pix, dim) for _ in blocks[: len(blocks) if official_unused else len(blocks) - 1]
+        )
         self.fea_decode_spa = nn.ModuleList(
             nn.ModuleDict({t: nn.Conv2d(dim, embed_dim, 1) for t in self.tasks}) for _ in range(4)
         )
@@ -181,6 +193,11 @@ class TaskPrompter(ArchModel):
         self, x: torch.Tensor, tasks: Iterable[str] | None = None, return_features: bool = False
     ) -> Outputs | tuple[Outputs, None]:
         names = self._select(tasks)
+        if getattr(self.backbone, "is_expanded", False):
+            raise MtlkitError(
+                "TaskPrompter runs the ViT blocks itself and does not apply DTME's token modulation / expansion "
+                "yet; train TaskPrompter without --dtme (InvPT supports it)"
+            )
         size = tuple(x.shape[-2:])
         self._input_size = size  # type: ignore[assignment]
         self.aux, self.cut = {}, None
@@ -243,7 +260,8 @@ class TaskPrompter(ArchModel):
         qc = chan_prompts.reshape(b, nt, s, wh, s, ww).permute(0, 2, 4, 1, 3, 5).reshape(b, s * s, nt, wh * ww)
         kc = xn.transpose(1, 2).reshape(b, c, s, wh, s, ww).permute(0, 2, 4, 1, 3, 5).reshape(b, s * s, c, wh * ww)
         raw_chan = (qc @ kc.transpose(-2, -1)).reshape(b, s, s, nt, c).permute(0, 3, 4, 1, 2)  # (B, T, C, s, s)
-        p_attn = p_attn + self.token_trans1[i](chan_prompts)
+        if i < len(self.token_trans1):
+            p_attn = p_attn + self.token_trans1[i](chan_prompts)
         ls1, ls2 = maybe_identity(getattr(blk, "ls1", None)), maybe_identity(getattr(blk, "ls2", None))
         dp1 = maybe_identity(getattr(blk, "drop_path1", getattr(blk, "drop_path", None)))
         dp2 = maybe_identity(getattr(blk, "drop_path2", getattr(blk, "drop_path", None)))
