@@ -139,3 +139,25 @@ def test_shared_representation_cut() -> None:
         assert model.has_shared_representation
         for t in channels:
             torch.testing.assert_close(out[t], again[t])
+
+
+@pytest.mark.parametrize("arch", ["mtan-convnext", "mtinet-ghostnet", "invpt-mtlkit-vit", "taskprompter-mtlkit-vit"])
+def test_deepcopy_and_pickle_after_a_training_forward(arch: str) -> None:
+    """The engine may copy the model (EMA, best snapshot) after a step: the batch's aux / cut tensors stay."""
+    import copy
+    import io
+
+    build, size = BUILDERS[arch]
+    channels = TASK_SETS["nyud"]
+    model = build(channels)
+    batch = make_batch(channels, size=size)
+    sum(model.task_losses(model(batch["image"]), batch, make_tasks(channels)).values()).backward()
+    twin = copy.deepcopy(model)
+    assert twin.aux == {} and twin.cut is None
+    torch.save(model, io.BytesIO())
+    model.eval()
+    twin.eval()
+    with torch.no_grad():
+        a, b = model(batch["image"]), twin(batch["image"])
+    for t in channels:
+        torch.testing.assert_close(a[t], b[t])

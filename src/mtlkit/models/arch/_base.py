@@ -71,6 +71,15 @@ class ArchModel(nn.Module):
     def tasks(self) -> list[str]:
         return list(self.task_channels)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave out the last forward's tensors (``aux``, ``cut``, MTAN's captures): they
+        belong to one batch's graph, which ``copy.deepcopy`` cannot copy."""
+        state = self.__dict__.copy()
+        state["aux"], state["cut"] = {}, None
+        if "_captured" in state:
+            state["_captured"] = [None] * len(state["_captured"])
+        return state
+
     # ------------------------------------------------------------------ forward
     def _select(self, tasks: Iterable[str] | None) -> list[str]:
         names = self.tasks if tasks is None else list(tasks)
