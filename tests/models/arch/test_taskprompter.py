@@ -142,6 +142,9 @@ def test_size_checks() -> None:
         TaskPrompter(tiny_vit(), CHANNELS, chan_nheads=9)
     with pytest.raises(MtlkitError, match="four increasing"):
         TaskPrompter(tiny_vit(), CHANNELS, chan_nheads=4, layers=[0, 1, 2, 2])
+    wrapped = tiny_vit()
+    del wrapped.patch_size  # found on the wrapped timm PatchEmbed instead
+    assert TaskPrompter(wrapped, CHANNELS, chan_nheads=4).patch_size == (8, 8)
     built = TaskPrompter(tiny_vit(), CHANNELS, img_size=(32, 32), embed_dim=16, final_embed_dim=16, chan_nheads=4)
     assert built.grid == (4, 4)
     assert built.token_trans[0].out_features == 16

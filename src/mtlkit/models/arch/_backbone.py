@@ -79,12 +79,17 @@ def block_in_channels(block: nn.Module) -> int:
 
 
 def vit_patch_size(backbone: nn.Module) -> tuple[int, int]:
+    """``backbone.patch_size``, its config's, else the first submodule's (timm's ``PatchEmbed``, also inside
+    a wrapper such as mtlkit's timm ViT adapter)."""
     p = getattr(backbone, "patch_size", None)
     if p is None and hasattr(backbone, "config"):
         p = getattr(backbone.config, "patch_size", None)
     if p is None:
-        pe = getattr(backbone, "patch_embed", None)
-        p = getattr(pe, "patch_size", None)
+        for m in backbone.modules():
+            q = getattr(m, "patch_size", None)
+            if isinstance(q, (int, tuple, list)):
+                p = q
+                break
     if p is None:
         raise MtlkitError(f"cannot find the patch size of backbone {type(backbone).__name__}; give it patch_size")
     return (p, p) if isinstance(p, int) else (int(p[0]), int(p[1]))

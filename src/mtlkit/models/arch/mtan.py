@@ -103,6 +103,7 @@ class MTAN(ArchModel):
         if any(b is None for b in blocks):
             raise MtlkitError("MTAN attends over each stage's last block: every stage must be a sequence of blocks")
         cb = [block_in_channels(b) for b in blocks]  # type: ignore[arg-type]
+        self._block_channels, self._stage_channels = cb, ch
         att = []
         for k in range(num_stages):
             cin = cb[k] if k == 0 else cb[k] + ch[k]
@@ -122,6 +123,12 @@ class MTAN(ArchModel):
         captured, self._captured = self._captured, [None] * self.num_stages
         if any(c is None for c in captured):
             raise MtlkitError("MTAN did not see every stage's last block run; is the backbone's forward standard?")
+        for k, (ub, ut) in enumerate(zip(captured, maps, strict=True)):
+            if ub.dim() != 4 or ub.shape[1] != self._block_channels[k] or ut.shape[1] != self._stage_channels[k]:
+                raise MtlkitError(
+                    f"MTAN expects NCHW stage maps; stage {k} gave {tuple(ub.shape)} into its last block and "
+                    f"{tuple(ut.shape)} out (a channels-last backbone such as Swin is not supported)"
+                )
         feats: list[torch.Tensor] = []
         for ub, ut in zip(captured, maps, strict=True):
             feats += [ub, ut]  # type: ignore[list-item]
