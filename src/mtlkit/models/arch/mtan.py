@@ -116,7 +116,7 @@ class MTAN(ArchModel):
             b.register_forward_pre_hook(_Capture(self, k))  # type: ignore[union-attr]
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The shared representation: ``[u_b_1, u_t_1, ..., u_b_n, u_t_n]`` of the attended stages."""
+        """The encoder output: ``[u_b_1, u_t_1, ..., u_b_n, u_t_n]`` of the attended stages."""
         self._input_size = tuple(x.shape[-2:])
         self._captured = [None] * self.num_stages
         maps = list(self.backbone(x))[self._first :]

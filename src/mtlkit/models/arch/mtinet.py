@@ -138,7 +138,9 @@ class MTINet(ArchModel):
         super().__init__(backbone, tasks)
         channels = out_channels(backbone)
         if num_scales < 2 or len(channels) < num_scales:
-            raise MtlkitError(f"MTI-Net needs >= 2 scales; the backbone returns {len(channels)} feature maps")
+            raise MtlkitError(
+                f"MTI-Net needs {num_scales} scales (at least 2); the backbone returns {len(channels)} feature maps"
+            )
         self.num_scales = num_scales
         self._first = len(channels) - num_scales
         ch = channels[self._first :]
@@ -153,7 +155,7 @@ class MTINet(ArchModel):
         self.heads = nn.ModuleDict({t: HRNetHead(ch, c) for t, c in self.task_channels.items()})
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The shared representation: the backbone's last ``num_scales`` maps (finest first)."""
+        """The encoder output: the backbone's last ``num_scales`` maps (finest first)."""
         self._input_size = tuple(x.shape[-2:])
         return list(self.backbone(x))[self._first :]
 
