@@ -112,7 +112,7 @@ def test_dtme_expansion_of_the_encoder() -> None:
     torch.manual_seed(0)
     model = InvPT(mtlkit_vit(), CHANNELS, official_unused=False, **SMALL)
     n_shared = len(model.shared_parameters())
-    apply_dtme(model, {"tasks": list(CHANNELS), "tm_layers": [1], "te_layers": [2], "tokens": 2})
+    apply_dtme(model, {"version": 2, "tasks": list(CHANNELS), "tm_layers": [1], "te_layers": [2], "tokens": 2})
     feats = model.forward_features(torch.randn(2, 3, 64, 64))
     assert set(feats) == set(CHANNELS) and all(len(f) == 4 for f in feats.values())
     dtme = {id(p) for t in CHANNELS for p in model.backbone.task_specific_parameters(t)}
