@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mtlkit.data import denormalize_image  # noqa: E402
+from mtlkit.models.protocol import run_model  # noqa: E402
 
 
 def _show(ax: Any, task: Any, value: torch.Tensor, is_target: bool) -> None:
@@ -33,19 +34,33 @@ def _show(ax: Any, task: Any, value: torch.Tensor, is_target: bool) -> None:
     ax.set_yticks([])
 
 
+def _is_image_batch(x: Any) -> bool:
+    return torch.is_tensor(x) and x.dim() == 4 and x.shape[1] in (1, 3)
+
+
 @torch.no_grad()
 def save_predictions(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], tasks: dict[str, Any], path: str | Path, n: int = 4
-) -> Path:
-    """Write a grid (image | prediction / ground truth per dense task) for the first ``n`` samples."""
+    model: torch.nn.Module, batch: dict[str, Any], tasks: dict[str, Any], path: str | Path, n: int = 4,
+    input_key: str = "image",
+) -> Path | None:
+    """Write a grid (image | prediction / ground truth per dense task) for the first ``n`` samples.
+
+    Only tasks that have a picture are drawn (dense tasks on image inputs); when none has, nothing is
+    written and None is returned.
+    """
+    images = batch[input_key]
+    dense = [t for t in tasks if getattr(tasks[t], "kind", "") == "dense"]
+    if not _is_image_batch(images) or not dense:
+        return None
     model.eval()
-    images = batch["image"][:n]
-    out = model(images, tasks=list(tasks))
-    dense = [t for t in tasks if tasks[t].kind == "dense"]
+    images = images[:n]
+    out, _ = run_model(model, images, list(tasks))
     cols = 1 + 2 * len(dense)
     fig, axes = plt.subplots(len(images), cols, figsize=(1.8 * cols, 1.8 * len(images)), squeeze=False)
     for i in range(len(images)):
-        axes[i, 0].imshow(denormalize_image(images[i].cpu()).permute(1, 2, 0).numpy())
+        img = images[i].cpu()
+        img = denormalize_image(img) if img.shape[0] == 3 else img.repeat(3, 1, 1)
+        axes[i, 0].imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
         axes[i, 0].set_xticks([])
         axes[i, 0].set_yticks([])
         for j, t in enumerate(dense):

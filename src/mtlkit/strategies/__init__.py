@@ -39,3 +39,19 @@ __all__ = [
     "random_groups",
     "separate_groups",
 ]
+
+
+def _table_rows() -> list[tuple[str, str, str, str]]:
+    return [(n, "strategy", getattr(STRATEGIES.get(n), "paper", "") or "-",
+             ", ".join(f"{k}={v}" for k, v in getattr(STRATEGIES.get(n), "options", {}).items()))
+            for n in STRATEGIES.names()]
+
+
+def _register_table_rows() -> None:
+    from mtlkit.balancing._options import TABLE_ROWS
+
+    if _table_rows not in TABLE_ROWS:
+        TABLE_ROWS.append(_table_rows)
+
+
+_register_table_rows()

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from mtlkit._registry import Registry
+from mtlkit.models.protocol import last_shared_parameters, run_model, shared_parameters
 
 
 def _identity(x: Any) -> Any:
@@ -26,7 +27,7 @@ def _identity(x: Any) -> Any:
 class StepContext:
     """Everything a strategy needs for one batch; the trainer builds it."""
 
-    model: torch.nn.Module  # a MultiTaskModel
+    model: torch.nn.Module  # any module returning {task: output}; see mtlkit.models.MultiTaskProtocol
     tasks: dict[str, Any]  # name -> mtlkit.tasks.Task
     balancer: Any  # mtlkit.balancing.Balancer
     optimizer: torch.optim.Optimizer
@@ -39,14 +40,44 @@ class StepContext:
     needs_features: bool = False
     #: optional gradient-statistics recorder (``mtlkit.analysis.GradStatsRecorder``); None = off
     grad_stats: Any = None
+    #: the batch key of the model inputs (the trainer puts any batch form into this dict shape)
+    input_key: str = "image"
+    #: ``fn(params, name)`` adds parameters created during training (a task group's balancer) to the
+    #: optimizer and the checkpoint; None outside the trainer
+    add_parameters: Callable[[list[torch.nn.Parameter], str], None] | None = None
 
 
-def compute_losses(ctx: StepContext, batch: dict[str, torch.Tensor], tasks: list[str] | None = None):
+def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | None = None):
     """Forward the model on ``batch`` and return (losses dict, features or None)."""
     names = list(ctx.tasks) if tasks is None else tasks
-    out, feats = ctx.model(batch["image"], return_features=True)
+    out, feats = run_model(ctx.model, batch[ctx.input_key])
     losses = {t: ctx.tasks[t].loss(out[t], batch[t]) for t in names}
     return losses, feats
+
+
+def balancer_features(balancer: Any, model: torch.nn.Module, feats: Any) -> Any:
+    """The features a balancer gets: none unless it uses them; for a method on the shared representation
+    (``on="features"``) after DTME / Recon forked the backbone into task streams, the last representation
+    all streams share (the tokens entering the fork), so MGDA-UB / GradDrop keep their meaning: aggregate at
+    the last shared representation, everything after it is task-specific."""
+    if feats is None or not getattr(balancer, "needs_features", False):
+        return None
+    if isinstance(feats, dict) and getattr(balancer, "on", None) == "features":
+        shared = getattr(getattr(model, "backbone", None), "shared_tokens", None)
+        if shared is not None:
+            return [shared]
+    return feats
+
+
+def backward_kwargs(balancer: Any, model: torch.nn.Module, feats: Any, iteration: int) -> dict[str, Any]:
+    """The keyword arguments of ``balancer.backward`` besides the losses (works for any model)."""
+    return {
+        "shared": shared_parameters(model),
+        "features": balancer_features(balancer, model, feats),
+        "last_shared": last_shared_parameters(model),
+        "iteration": iteration,
+        "model": model,
+    }
 
 
 def all_finite(losses: dict[str, torch.Tensor]) -> bool:
@@ -55,15 +86,7 @@ def all_finite(losses: dict[str, torch.Tensor]) -> bool:
 
 def balanced_backward(ctx: StepContext, losses: dict[str, torch.Tensor], feats: Any) -> dict[str, Any]:
     """Zero grads, then let the balancer fill them for ``losses`` (shared / last-shared params from the model)."""
-    model = ctx.model
-    return ctx.balancer.backward(
-        losses,
-        shared=model.shared_parameters(),
-        features=feats if ctx.needs_features else None,
-        last_shared=model.last_shared_parameters(),
-        iteration=ctx.iteration,
-        model=model,
-    )
+    return ctx.balancer.backward(losses, **backward_kwargs(ctx.balancer, ctx.model, feats, ctx.iteration))
 
 
 class Strategy(ABC):
