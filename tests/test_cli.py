@@ -34,6 +34,45 @@ def test_task_not_in_dataset(capsys, tmp_path):
 
 def test_parse_kv_types():
     assert parse_kv(["c=0.4", "mode=last,n=3"], "x") == {"c": 0.4, "mode": "last", "n": 3}
+    assert parse_kv(["scale_range=[0.5,1.5]", "flip=true,crop=null"], "--dataset-opt") == {
+        "scale_range": [0.5, 1.5], "flip": True, "crop": None}
+    assert parse_kv(["w={a: 1, b: 2},x=1,2", "weights.edge=50"], "--method-opt") == {
+        "w": {"a": 1, "b": 2}, "x": "1,2", "weights": {"edge": 50}}
+    assert parse_kv(["name='a,b'"], "f") == {"name": "a,b"}
+
+
+def test_every_opt_flag_goes_through_the_one_parser():
+    from mtlkit.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args([
+        "train", "--dataset-opt", "scale_range=[0.5,1.5]", "--method-opt", "c=0.4,on=params",
+        "--strategy-opt", "warmup=5", "--dtme", "rho=0.25", "--dtme-opt", "tokens=[4]", "--weights", "a=1,b=2.5"])
+    cfg = config_from_args(args)
+    assert cfg.dataset_options == {"scale_range": [0.5, 1.5]}
+    assert cfg.method_options == {"c": 0.4, "on": "params"} and cfg.strategy_options == {"warmup": 5}
+    assert cfg.transforms == {"dtme": {"rho": 0.25, "tokens": [4]}} and cfg.weights == {"a": 1.0, "b": 2.5}
+
+
+BAD_FLAGS = [  # flag, value, words the one-line error must hold (the flag and the key)
+    ("--dataset-opt", "scale_range=[0.5,1.5", "--dataset-opt scale_range"),
+    ("--method-opt", "c", "--method-opt 'c' must look like key=value"),
+    ("--strategy-opt", "=3", "--strategy-opt '=3' has an empty key"),
+    ("--dtme-opt", "rho", "--dtme-opt 'rho' must look like key=value"),
+    ("--recon-opt", "layers={", "--recon-opt layers"),
+    ("--dtme", "tokens=[1,", "--dtme tokens"),
+    ("--weights", "semseg=abc", "--weights semseg='abc'"),
+    ("--method-opt", "weights=1,weights.edge=2", "--method-opt weights.edge"),
+]
+
+
+@pytest.mark.parametrize("flag, value, needle", BAD_FLAGS, ids=[f"{f} {v}" for f, v, _ in BAD_FLAGS])
+def test_bad_key_value_flags_exit_2_naming_flag_and_key(flag, value, needle, capsys, tmp_path):
+    code = main(["train", "--dataset", "tiny-random", "--image-size", "16", "--iters", "2", flag, value,
+                 "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("mtlkit: error:") and "\n" not in err
+    assert needle in err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
 def test_train_and_eval_end_to_end(tmp_path, capsys):

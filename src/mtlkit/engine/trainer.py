@@ -101,6 +101,7 @@ class Trainer(metaclass=_TrainerType):
     a factory ``fn(param_groups) -> Optimizer`` or an optimizer instance; ``schedule``: ``"poly"`` (default,
     power ``poly_power``), ``"constant"`` or ``fn(iteration) -> LR factor``. ``baseline``: single-task
     baselines for Δm (a :class:`~mtlkit.engine.baselines.Baselines`, a ``baselines.json`` path or a cache key).
+    ``predictions``: write ``predictions.png`` (for the tasks that have a picture).
     """
 
     def __init__(
@@ -136,6 +137,7 @@ class Trainer(metaclass=_TrainerType):
         baseline: Baselines | str | Path | None = None,
         baseline_cache: str | Path | None = None,
         progress: bool = False,
+        predictions: bool = True,
         config: Config | None = None,
         model_spec: dict[str, Any] | None = None,
     ) -> None:
@@ -149,7 +151,7 @@ class Trainer(metaclass=_TrainerType):
         self.eval_batch_size = eval_batch_size or batch_size
         self.lr, self.lr_ts, self.weight_decay = float(lr), float(lr_ts), float(weight_decay)
         self.poly_power = poly_power
-        self.seed, self.num_workers, self.progress = seed, num_workers, progress
+        self.seed, self.num_workers, self.progress, self.predictions = seed, num_workers, progress, predictions
         self.device = resolve_device(device)
         D.init_from_env(self.device)
         self.rank, self.world = D.rank(), D.world_size()
@@ -525,7 +527,8 @@ class Trainer(metaclass=_TrainerType):
         if self.rank == 0:
             save_model(self.model, self.model_spec, self.out)
             save_resume(self.state_dict(), self.out)
-            self._save_predictions()
+            if self.predictions:
+                self._save_predictions()
             (self.out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2))
             self.logger.close()
         return metrics
