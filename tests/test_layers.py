@@ -3,10 +3,10 @@ metrics, tasks -> models, data -> balancing, strategies, transforms -> engine ->
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import mtlkit
 from mtlkit import balancing, strategies
 from mtlkit.engine import check_model
 from mtlkit.errors import MtlkitError
-from mtlkit.models import SharedBottom, has_features, run_model
+from mtlkit.models import has_features, run_model
 from tests.engine.tabular import FEATURES, TASKS, Rows, mlp
 
 
