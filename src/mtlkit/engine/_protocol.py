@@ -16,6 +16,7 @@ from torch import nn
 
 from mtlkit.errors import MtlkitError
 from mtlkit.models.protocol import has_features
+from mtlkit.strategies._base import uses_shared_parameters
 
 _FIX = "wrap your encoder and heads in mtlkit.models.SharedBottom(encoder, heads) or implement it"
 _VIT = ("embed", "blocks", "out_indices", "tokens_to_map")
@@ -25,15 +26,7 @@ def _has(model: nn.Module, name: str) -> bool:
     return callable(getattr(model, name, None))
 
 
-def uses_shared_parameters(balancer: Any) -> bool:
-    """Whether a balancer differentiates with respect to the shared parameters (all gradient methods)."""
-    from mtlkit.balancing import FAMO, GradientLossWeighting, JacobianAggregator
-
-    if isinstance(balancer, JacobianAggregator):
-        return balancer.on == "params"
-    if isinstance(balancer, FAMO):
-        return float(getattr(balancer, "max_norm", 0.0) or 0.0) > 0
-    return isinstance(balancer, GradientLossWeighting)
+__all__ = ["check_model", "uses_shared_parameters"]
 
 
 def check_model(

@@ -69,15 +69,41 @@ def balancer_features(balancer: Any, model: torch.nn.Module, feats: Any) -> Any:
     return feats
 
 
+def uses_shared_parameters(balancer: Any) -> bool:
+    """Whether a balancer differentiates with respect to the shared parameters (gradient methods; FAMO
+    when it clips them). Methods known to work on the losses alone say no; any other balancer yes."""
+    from mtlkit.balancing import (
+        FAMO,
+        GeometricLossStrategy,
+        JacobianAggregator,
+        UncertaintyWeighting,
+        WeightedSum,
+    )
+
+    if isinstance(balancer, JacobianAggregator):
+        return balancer.on == "params"
+    if isinstance(balancer, FAMO):
+        return float(getattr(balancer, "max_norm", 0.0) or 0.0) > 0
+    return not isinstance(balancer, WeightedSum | UncertaintyWeighting | GeometricLossStrategy)
+
+
 def backward_kwargs(balancer: Any, model: torch.nn.Module, feats: Any, iteration: int) -> dict[str, Any]:
-    """The keyword arguments of ``balancer.backward`` besides the losses (works for any model)."""
+    """The keyword arguments of ``balancer.backward`` besides the losses (works for any model); the
+    parameter lists only for methods that use them (collecting them walks the model every step)."""
+    shared = uses_shared_parameters(balancer)
     return {
-        "shared": shared_parameters(model),
+        "shared": shared_parameters(model) if shared else None,
         "features": balancer_features(balancer, model, feats),
-        "last_shared": last_shared_parameters(model),
+        "last_shared": last_shared_parameters(model) if shared else None,
         "iteration": iteration,
         "model": model,
     }
+
+
+def loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Detached loss values as floats, read in one device transfer (one sync on an accelerator)."""
+    vals = torch.stack([v.detach().reshape(()).float() for v in losses.values()]).tolist()
+    return dict(zip(losses, vals, strict=True))
 
 
 def all_finite(losses: dict[str, torch.Tensor]) -> bool:
@@ -120,7 +146,7 @@ class Joint(Strategy):
     def step(self, batch, ctx):
         ctx.optimizer.zero_grad(set_to_none=True)
         losses, feats = compute_losses(ctx, batch)
-        values = ctx.reduce_losses({t: float(v.detach()) for t, v in losses.items()})
+        values = ctx.reduce_losses(loss_values(losses))
         if not all(math.isfinite(v) for v in values.values()):
             return {"losses": values, "skipped": 1, "steps": 0}
         rec = ctx.grad_stats
