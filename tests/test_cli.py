@@ -82,3 +82,41 @@ def test_train_and_eval_end_to_end(tmp_path, capsys):
     assert (run / "metrics.json").is_file()
     assert main(["eval", str(run), "--split", "val"]) == 0
     assert '"primary"' in capsys.readouterr().out
+
+
+LISTED = [  # the combinations issue #14 found broken: each now trains
+    ["--method", "graddrop", "--dtme", "iteration=1,calib_batches=1"],
+    ["--method", "mgda_ub", "--dtme", "iteration=1,calib_batches=1"],
+    ["--strategy", "selective", "--method", "uw", "--strategy-opt", "warmup=1"],
+    ["--strategy", "selective", "--method", "gradnorm", "--strategy-opt", "warmup=1"],
+    ["--strategy", "selective", "--method", "imtl", "--strategy-opt", "warmup=1"],
+    ["--strategy", "selective", "--method", "nash_mtl", "--strategy-opt", "warmup=1"],
+]
+
+
+@pytest.mark.parametrize("flags", LISTED, ids=[" ".join(f[:4]) for f in LISTED])
+def test_the_listed_combinations_train(flags, tmp_path, capsys, recwarn):
+    pytest.importorskip("cvxpy") if "nash_mtl" in flags else None
+    run = tmp_path / "r"
+    code = main(["train", "--dataset", "tiny-random", "--image-size", "16", "--iters", "3", "--batch-size", "4",
+                 "--tasks", "semseg,depth,edge", "--eval-every", "0", "--out", str(run), "--no-progress", *flags])
+    assert code == 0, capsys.readouterr().err
+    assert (run / "metrics.json").is_file()
+    assert not [w for w in recwarn if "aggregation failed" in str(w.message)]  # no solver fallback per group
+
+
+def test_scale_range_reaches_a_real_dataset(tmp_path, capsys):
+    from tests.data.conftest import find_shared_data
+    from tests.data.test_nyud import build_tree
+
+    shared = find_shared_data()
+    if shared is None:
+        pytest.skip("real sample data (../shared/data) not available")
+    root = tmp_path / "NYUDv2"
+    build_tree(shared, root)
+    code = main(["train", "--dataset", "nyud", "--data-root", str(root), "--dataset-opt", "scale_range=[0.5,1.5]",
+                 "--tasks", "semseg,depth", "--image-size", "32", "--iters", "2", "--batch-size", "1",
+                 "--eval-every", "0", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    saved = (tmp_path / "r" / "config.yaml").read_text()
+    assert "scale_range:\n    - 0.5\n    - 1.5" in saved

@@ -90,3 +90,27 @@ def test_balancer_parameters_in_no_optimizer_warn_once_with_the_fix():
         assert len(hits) == expect
         if hits:
             assert "balancer.parameters()" in str(hits[0].message) and "\n" not in str(hits[0].message)
+
+
+def test_trainer_calls_the_balancer_hooks_and_reports(tmp_path):
+    """``setup(epoch_iters=...)`` before training (also for selective's group balancers), ``report()`` into
+    metrics.json under "method_report"."""
+    import json
+
+    calls = []
+
+    class Hooked(balancing.Equal):
+        def setup(self, *, epoch_iters):
+            calls.append((tuple(self.tasks or ()), epoch_iters))
+
+        def report(self):
+            return {"seen": len(calls)}
+
+    strat = strategies.get("selective", grouping="random", num_groups=2)
+    strat.balancer_factory = lambda group: Hooked(group)
+    m = mtlkit.Trainer(mlp(TASKS), TASKS, Rows(64, 0), val_data=Rows(16, 1), balancer=Hooked(list(TASKS)),
+                       strategy=strat, iters=4, batch_size=8, inputs="features", out=tmp_path).fit()
+    assert calls[0] == (tuple(TASKS), 64 // 8)  # the run's balancer, before the first step
+    assert len(calls) >= 3 and all(e == 8 for _, e in calls)  # and every task group's, when it first appears
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["method_report"] == m["method_report"] == {"seen": len(calls)}

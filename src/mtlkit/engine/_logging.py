@@ -60,7 +60,11 @@ class RunLogger:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._jsonl.write(json.dumps(_json_safe(record)) + "\n")
+        try:  # fast path: plain finite values (NaN / inf and tensors go through _json_safe)
+            line = json.dumps(record, allow_nan=False)
+        except (ValueError, TypeError):
+            line = json.dumps(_json_safe(record))
+        self._jsonl.write(line + "\n")
         flat = flatten(record)
         if self._csv_keys is None:
             self._csv_keys = sorted(flat)

@@ -186,9 +186,10 @@ class Trainer(metaclass=_TrainerType):
         self.baseline = self._baseline(baseline, baseline_cache)
         self.iteration = 0
         self.logger: RunLogger | None = None
+        self.epoch_iters = len(self.train_set) // (batch_size * self.world) if self.train_set is not None else None
         setup = getattr(self.balancer, "setup", None)  # e.g. DWA's one-epoch window
         if callable(setup):
-            setup(epoch_iters=len(self.train_set) // (batch_size * self.world) if self.train_set is not None else None)
+            setup(epoch_iters=self.epoch_iters)
 
     # ------------------------------------------------------------------ from a config
     @classmethod
@@ -396,6 +397,7 @@ class Trainer(metaclass=_TrainerType):
             grad_stats=self.grad_stats,
             input_key=self.input_key,
             add_parameters=self._add_balancer_parameters,
+            epoch_iters=self.epoch_iters,
         )
 
     # ------------------------------------------------------------------ state

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from mtlkit._registry import Registry
+from mtlkit.balancing import FAMO, GeometricLossStrategy, JacobianAggregator, UncertaintyWeighting, WeightedSum
 from mtlkit.models.protocol import last_shared_parameters, run_model, shared_parameters
 
 
@@ -45,6 +46,8 @@ class StepContext:
     #: ``fn(params, name)`` adds parameters created during training (a task group's balancer) to the
     #: optimizer and the checkpoint; None outside the trainer
     add_parameters: Callable[[list[torch.nn.Parameter], str], None] | None = None
+    #: iterations per epoch (for balancers created during training: ``balancer.setup(epoch_iters=...)``)
+    epoch_iters: int | None = None
 
 
 def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | None = None):
@@ -72,14 +75,6 @@ def balancer_features(balancer: Any, model: torch.nn.Module, feats: Any) -> Any:
 def uses_shared_parameters(balancer: Any) -> bool:
     """Whether a balancer differentiates with respect to the shared parameters (gradient methods; FAMO
     when it clips them). Methods known to work on the losses alone say no; any other balancer yes."""
-    from mtlkit.balancing import (
-        FAMO,
-        GeometricLossStrategy,
-        JacobianAggregator,
-        UncertaintyWeighting,
-        WeightedSum,
-    )
-
     if isinstance(balancer, JacobianAggregator):
         return balancer.on == "params"
     if isinstance(balancer, FAMO):

@@ -271,6 +271,9 @@ class Selective(Strategy):
                 balancer = Equal(list(group))
             else:
                 balancer = self._new_balancer(group)
+            setup = getattr(balancer, "setup", None)  # e.g. DWA's one-epoch window, as the trainer does
+            if callable(setup):
+                setup(epoch_iters=ctx.epoch_iters)
             params = list(balancer.parameters())
             if params:  # e.g. UW / GradNorm / IMTL: the group's own parameters join the optimizer
                 if ctx.add_parameters is None:
