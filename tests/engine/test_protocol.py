@@ -114,3 +114,20 @@ def test_trainer_calls_the_balancer_hooks_and_reports(tmp_path):
     assert len(calls) >= 3 and all(e == 8 for _, e in calls)  # and every task group's, when it first appears
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["method_report"] == m["method_report"] == {"seen": len(calls)}
+
+
+def test_a_user_model_run_needs_the_model_object_to_load(tmp_path, capsys):
+    from mtlkit.cli import main
+    from mtlkit.engine import load_model
+
+    model = Plain()
+    mtlkit.Trainer(model, TASKS, Rows(32, 0), iters=2, batch_size=8, inputs="features", out=tmp_path).fit()
+    with pytest.raises(MtlkitError, match="holds a user model .*pass the model object"):
+        load_model(tmp_path)
+    again, _ = load_model(tmp_path, model=Plain())
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values(),
+                                                 strict=True))
+    with pytest.raises(MtlkitError, match="do not fit SharedBottom"):
+        load_model(tmp_path, model=mlp(TASKS))
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "pass the model object" in capsys.readouterr().err
