@@ -11,21 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mtlkit._kv import parse_kv  # the one KEY=VALUE parser of every --*-opt flag
 from mtlkit.errors import MtlkitError
 
-
-def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
-    """``["c=0.4", "mode=last"]`` -> ``{"c": 0.4, "mode": "last"}`` (values parsed as YAML scalars)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        for part in item.split(","):
-            if "=" not in part:
-                raise MtlkitError(f"{what} {part!r} must look like key=value")
-            k, v = part.split("=", 1)
-            out[k.strip()] = yaml.safe_load(v)
-    return out
+__all__ = ["build_parser", "main", "parse_kv"]
 
 
 def _tasks(value: str | None) -> list[str] | None:
@@ -61,7 +50,8 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file with TrainConfig keys (flags given here win)")
+    p.add_argument("--config", help="YAML file with the config sections (data, model, method, strategy, "
+                   "transforms, optim, run; flags given here win); see configs/")
     for flag, (_, typ, help_) in TRAIN_FLAGS.items():
         p.add_argument(flag, type=str if typ is _tasks else typ, default=None, help=help_)
     p.add_argument("--method-opt", action="append", metavar="KEY=VALUE", help="method hyper-parameter (repeatable)")
@@ -77,7 +67,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    from mtlkit.engine import TrainConfig
+    """Flags (and ``--config FILE``) -> a :class:`mtlkit.engine.Config`; flags win over the file."""
+    from mtlkit.engine import Config
 
     values: dict[str, Any] = {}
     for flag, (key, typ, _) in TRAIN_FLAGS.items():
@@ -85,15 +76,17 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if v is not None:
             values[key] = typ(v) if typ is _tasks else v
     if args.method_opt:
-        from mtlkit.balancing import parse_method_options
-
-        values["method_options"] = parse_method_options(args.method_opt)
+        values["method_options"] = parse_kv(args.method_opt, "--method-opt")
     if args.strategy_opt:
         values["strategy_options"] = parse_kv(args.strategy_opt, "--strategy-opt")
     if args.dataset_opt:
         values["dataset_options"] = parse_kv(args.dataset_opt, "--dataset-opt")
     if args.weights:
-        values["weights"] = {k: float(v) for k, v in parse_kv([args.weights], "--weights").items()}
+        weights = parse_kv([args.weights], "--weights")
+        bad = [k for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, int | float)]
+        if bad:
+            raise MtlkitError(f"--weights {bad[0]}={weights[bad[0]]!r}: a weight must be a number (TASK=W,...)")
+        values["weights"] = {k: float(v) for k, v in weights.items()}
         values.setdefault("method", "fixed")
     if args.single_task:
         values["single_task"] = True
@@ -103,14 +96,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if getattr(args, extra, None) is not None or getattr(args, f"{extra}_opt", None):
             values[extra] = args_extra(args, extra)
     if args.config:
-        return TrainConfig.from_yaml(args.config, values)
-    return TrainConfig.from_dict(values)
+        return Config.from_yaml(args.config, values)
+    return Config.from_dict(values)
 
 
 def args_extra(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """``--dtme`` / ``--dtme on`` (defaults), ``--dtme rho=0.25,tokens=6`` and ``--dtme-opt key=value`` -> options."""
     items = [i for i in (getattr(args, name, None) or []) if i.strip().lower() not in ("", "on", "true")]
-    return parse_kv(items + list(getattr(args, f"{name}_opt", None) or []), f"--{name}")
+    return {**parse_kv(items, f"--{name}"), **parse_kv(getattr(args, f"{name}_opt", None), f"--{name}-opt")}
 
 
 def check_names(cfg: Any) -> None:
@@ -121,21 +114,21 @@ def check_names(cfg: Any) -> None:
     from mtlkit.tasks import TASKS
 
     DATASETS.get(cfg.dataset)
-    BACKBONES.get(cfg.model)
+    BACKBONES.get(cfg.model.name)
     HEADS.get(cfg.head)
     for t in cfg.tasks or []:
         TASKS.get(t)
     if cfg.weights is None:
-        balancing.get(cfg.method, **cfg.method_options)
-    strategies.get(cfg.strategy, **cfg.strategy_options)
-    if cfg.dtme is not None or cfg.recon is not None:
-        from mtlkit.dtme import make_callbacks
+        balancing.get(cfg.method.name, **cfg.method_options)
+    strategies.get(cfg.strategy.name, **cfg.strategy_options)
+    if cfg.transforms:
+        from mtlkit.dtme import make_transforms
 
-        make_callbacks(cfg)  # validates the --dtme / --recon options
-    if cfg.image_size % (cfg.patch_size or _preset_patch(cfg.model)):
+        make_transforms(cfg.transforms, cfg.iters)  # validates the --dtme / --recon options
+    if cfg.image_size % (cfg.patch_size or _preset_patch(cfg.model.name)):
         raise MtlkitError(
             f"image_size={cfg.image_size}: must be divisible by the patch size "
-            f"{cfg.patch_size or _preset_patch(cfg.model)} of model {cfg.model!r}"
+            f"{cfg.patch_size or _preset_patch(cfg.model.name)} of model {cfg.model.name!r}"
         )
 
 
@@ -159,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"single-task baselines: {path}")
         print(json.dumps(json.loads(path.read_text())["test"], indent=2))
         return 0
-    metrics = Trainer(cfg).fit(resume=args.resume)
+    metrics = Trainer.from_config(cfg).fit(resume=args.resume)
     _print_metrics(metrics)
     print(f"run: {cfg.out}  (metrics.json, predictions.png, log.jsonl)")
     return 0
@@ -179,18 +172,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from mtlkit.data import build_dataset
-    from mtlkit.engine import evaluate, load_model
+    from mtlkit.engine import Config, evaluate, load_model
     from mtlkit.engine.trainer import resolve_device
 
     run = Path(args.run)
-    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    if not run.is_dir():
+        raise MtlkitError(f"run directory not found: {run}")
+    cfg = Config.from_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else Config()
     device = resolve_device(args.device)
     model, _ = load_model(run, device)
-    ds = build_dataset(cfg.get("dataset", "synthetic-nyud"), args.split, root=cfg.get("data_root"),
-                       tasks=list(model.heads.keys()), image_size=cfg.get("image_size", 64),
-                       **cfg.get("dataset_options", {}))
+    ds = build_dataset(cfg.dataset, args.split, root=cfg.data_root, tasks=list(model.heads.keys()),
+                       image_size=cfg.image_size, **cfg.dataset_options)
     tasks = ds.make_tasks(list(model.heads.keys()))
-    result = evaluate(model, DataLoader(ds, batch_size=args.batch_size), tasks, device)
+    result = evaluate(model, DataLoader(ds, batch_size=args.batch_size), tasks, device, input_key=cfg.input_key)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -272,7 +266,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from mtlkit.balancing._grid import grid_search, parse_grid
+    from mtlkit.engine.grid import grid_search, parse_grid
 
     grid = parse_grid(args.grid)
     if not grid:

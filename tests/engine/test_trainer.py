@@ -102,3 +102,29 @@ def test_bad_values_fail_before_training(tiny_config):
         tiny_config.replace(iters=-1)
     with pytest.raises(MtlkitError, match="divisible"):
         Trainer(tiny_config.replace(image_size=20))
+
+
+@pytest.mark.parametrize("method", ["uw"])  # IMTL / GradNorm compose the same way (tests/test_matrix.py)
+def test_selective_with_learnable_group_balancers_resumes_exactly(tiny_config, tmp_path, method):
+    """Each task group's balancer has its own parameters in the optimizer; a resumed run rebuilds them in
+    order and ends bit-identical to the uninterrupted one."""
+    opts = {"warmup": 1, "grouping": "random", "num_groups": 2}
+    full = tiny_config.replace(iters=6, eval_every=3, out=str(tmp_path / "full"), method=method,
+                               tasks=["semseg", "depth", "edge"], strategy="selective", strategy_options=opts)
+    t_full = Trainer(full)
+    t_full.fit()
+    groups = [g["name"] for g in t_full.optimizer.param_groups if g["name"].startswith("balancer:")]
+    assert groups  # the random 2-group split made proper sub-groups with their own parameters
+    part = full.replace(out=str(tmp_path / "part"))
+    t = Trainer(part)
+    t.callbacks.append(_StopAt(3))
+    with pytest.raises(_Stop):
+        t.fit()
+    resumed = Trainer(part)
+    resumed.fit(resume=True)
+    a = load_model(tmp_path / "full")[0].state_dict()
+    b = load_model(tmp_path / "part")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for x, y in zip(t_full.optimizer.param_groups, resumed.optimizer.param_groups, strict=True):
+        assert x["name"] == y["name"]
+        assert all(torch.equal(p, q) for p, q in zip(x["params"], y["params"], strict=True))

@@ -20,6 +20,7 @@ is cheaper; they also work without it. Methods with learnable parameters (UW, Gr
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -65,6 +66,34 @@ class Balancer(ABC):
             self.tasks = list(losses)
         elif set(losses) != set(self.tasks):
             raise MtlkitError(f"{self.name}: got losses for {sorted(losses)}, expected {sorted(self.tasks)}")
+        if self._optimised_checks < 3:
+            self._check_optimised()
+
+    _optimised_checks = 0
+
+    def _check_optimised(self) -> None:
+        """Warn once when the method's parameters are in no optimizer: over the first backward calls their
+        values never change while gradients pile up on them (mtlkit.Trainer always optimises them)."""
+        self._optimised_checks += 1
+        try:
+            params = [p for p in self.parameters() if p is not None]
+        except MtlkitError:
+            return
+        if not params:
+            self._optimised_checks = 3
+            return
+        snap = [p.detach().clone() for p in params]
+        prev, self._snapshot = getattr(self, "_snapshot", None), snap
+        if prev is None or len(prev) != len(snap) or any(a.shape != b.shape for a, b in zip(prev, snap, strict=True)):
+            return
+        unchanged = all(torch.equal(a.to(b.device), b) for a, b in zip(prev, snap, strict=True))
+        if unchanged and any(p.grad is not None and bool(p.grad.ne(0).any()) for p in params):
+            self._optimised_checks = 3
+            warnings.warn(
+                f"{self.name}: its learnable parameters (balancer.parameters()) are in no optimizer and never train; "
+                "add them: torch.optim.Adam([*model.parameters(), *balancer.parameters()]) (mtlkit.Trainer does)",
+                UserWarning, stacklevel=3,
+            )
 
     @abstractmethod
     def backward(

@@ -2,63 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import yaml
-
-from mtlkit.errors import MtlkitError
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split at commas outside brackets/braces: ``"c=0.4,w={a: 1, b: 2}"`` -> two items."""
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        if ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    # a comma-separated list value ("weights=1,2") stays whole: a part without "=" joins the previous one
-    merged: list[str] = []
-    for p in parts:
-        if merged and "=" not in p:
-            merged[-1] += "," + p
-        else:
-            merged.append(p)
-    return [p for p in merged if p.strip()]
+from mtlkit._kv import parse_kv
 
 
 def parse_method_options(items: list[str] | None) -> dict[str, Any]:
     """``["c=0.4", "weights.edge=50", "weights={semseg: 1, depth: 2}"]`` -> an options dict.
 
     Values are YAML (numbers, booleans, ``null``, lists, mappings); a dotted key sets a nested entry; one
-    item may hold several ``key=value`` separated by commas (outside brackets).
+    item may hold several ``key=value`` separated by commas (outside brackets). The one parser of every
+    ``--*-opt`` flag: :func:`mtlkit._kv.parse_kv`.
     """
-    out: dict[str, Any] = {}
-    for item in (part for entry in items or [] for part in _split_top_level(entry)):
-        if "=" not in item:
-            raise MtlkitError(f"--method-opt {item!r} must look like key=value (e.g. c=0.4)")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise MtlkitError(f"--method-opt {item!r} has an empty key")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as e:
-            raise MtlkitError(f"--method-opt {item!r}: cannot parse the value ({e.__class__.__name__})") from None
-        *parents, leaf = key.split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise MtlkitError(f"--method-opt {item!r}: {p!r} is already set to a non-mapping value")
-        node[leaf] = value
-    return out
+    return parse_kv(items, "--method-opt")
+
+
+#: functions returning extra ``(name, kind, paper, options)`` rows for :func:`methods_table`; higher layers
+#: (update strategies) register here so this module never imports them (no import cycle)
+TABLE_ROWS: list[Callable[[], list[tuple[str, str, str, str]]]] = []
+#: functions returning extra note lines printed under the table (e.g. a strategy's official recipes)
+TABLE_NOTES: list[Callable[[], list[str]]] = []
 
 
 def methods_table() -> str:
@@ -73,26 +37,16 @@ def methods_table() -> str:
             opts = (opts + "; " if opts else "") + "needs mtlkit[solvers]"
         rows.append((n, cls.kind, cls.paper, opts))
     notes: list[str] = []
-    try:
-        from mtlkit.strategies import STRATEGIES
+    for source in TABLE_ROWS:
+        rows += source()
+    for note_source in TABLE_NOTES:
+        notes += note_source()
+    from mtlkit.models._transforms import TRANSFORMS
 
-        for n in STRATEGIES.names():
-            cls = STRATEGIES.get(n)
-            rows.append((n, "strategy", getattr(cls, "paper", "") or "-",
-                         ", ".join(f"{k}={v}" for k, v in getattr(cls, "options", {}).items())))
-            if getattr(cls, "notes", ""):
-                notes.append(f"{n}: {cls.notes}")
-    except ImportError:  # pragma: no cover - strategies are part of the package
-        pass
-    try:
-        from mtlkit.models._transforms import TRANSFORMS
-
-        for n in TRANSFORMS.names():
-            fn = TRANSFORMS.get(n)
-            rows.append((n, "architecture", getattr(fn, "paper", "") or "-",
-                         ", ".join(f"{k}={v}" for k, v in getattr(fn, "options", {}).items())))
-    except ImportError:  # pragma: no cover
-        pass
+    for n in TRANSFORMS.names():
+        fn = TRANSFORMS.get(n)
+        rows.append((n, "architecture", getattr(fn, "paper", "") or "-",
+                     ", ".join(f"{k}={v}" for k, v in getattr(fn, "options", {}).items())))
     widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows]
     lines.insert(1, "-" * min(max(len(x) for x in lines), 120))

@@ -41,18 +41,52 @@ from mtlkit.dtme._tokenspace import (
 )
 from mtlkit.errors import MtlkitError
 
+#: model transforms the Trainer can apply by name: name -> callback class
+TRANSFORM_CALLBACKS: dict[str, type] = {"dtme": DTMECallback, "recon": ReconCallback}
+
+
+def make_transform(
+    transform: Any, options: dict[str, Any] | None = None, iters: int | None = None, dataset: str | None = None
+) -> Any:
+    """A Trainer transform from a name (``"dtme"``), a ``(name, options)`` pair, ``{name: options}`` or a
+    callback instance (bound to the run's ``iters``). ``dataset`` resolves ``calib_batches=auto`` to the
+    paper's calibration set for it (:func:`calibration_batches_for`)."""
+    if isinstance(transform, tuple) and len(transform) == 2:
+        transform, options = transform
+    elif isinstance(transform, dict) and len(transform) == 1:
+        (transform, options), = transform.items()
+    if isinstance(transform, str):
+        cls = TRANSFORM_CALLBACKS.get(transform)
+        if cls is None:
+            raise MtlkitError(f"unknown model transform {transform!r}; valid: {', '.join(TRANSFORM_CALLBACKS)}")
+        callback = cls(dict(options or {}), iters=iters)
+        callback.config = callback.config.for_dataset(dataset)
+        return callback
+    if options:
+        raise MtlkitError("transform options only apply to a transform given by name")
+    bind = getattr(transform, "bind", None)
+    if callable(bind) and iters is not None:
+        bind(iters)
+    if not callable(getattr(transform, "on_iteration_start", None)):
+        raise MtlkitError(f"a transform must be a name ({', '.join(TRANSFORM_CALLBACKS)}) or a trainer callback, "
+                          f"got {transform!r}")
+    return transform
+
+
+def make_transforms(
+    transforms: dict[str, dict[str, Any] | None], iters: int | None = None, dataset: str | None = None
+) -> list[Any]:
+    """The callbacks of a config's ``transforms`` section (``{"dtme": {...}}``), in order."""
+    if "dtme" in transforms and "recon" in transforms:
+        raise MtlkitError("--dtme and --recon cannot be combined in one run (each calibrates an unexpanded model)")
+    return [make_transform(name, opts, iters, dataset) for name, opts in transforms.items()]
+
 
 def make_callbacks(config: Any) -> list[Any]:
-    """The trainer callbacks for a TrainConfig's ``dtme`` / ``recon`` options (None = off)."""
-    if config.dtme is not None and config.recon is not None:
-        raise MtlkitError("--dtme and --recon cannot be combined in one run (each calibrates an unexpanded model)")
-    callbacks: list[Any] = []
-    dataset = getattr(config, "dataset", None)  # calib_batches=auto: the paper's calibration set for it
-    if config.dtme is not None:
-        callbacks.append(DTMECallback(DTMEConfig.from_dict(config.dtme).for_dataset(dataset), iters=config.iters))
-    if config.recon is not None:
-        callbacks.append(ReconCallback(ReconConfig.from_dict(config.recon).for_dataset(dataset), iters=config.iters))
-    return callbacks
+    """The trainer callbacks for a config's ``dtme`` / ``recon`` options (None = off)."""
+    return make_transforms(dict(getattr(config, "transforms", None) or
+                                {k: getattr(config, k) for k in ("dtme", "recon") if getattr(config, k) is not None}),
+                           config.iters, getattr(config, "dataset", None))
 
 
 __all__ = [
@@ -89,6 +123,8 @@ __all__ = [
     "inference_seconds",
     "load_analysis",
     "make_callbacks",
+    "make_transform",
+    "make_transforms",
     "num_layers",
     "overhead_pct",
     "pair_conflict_counts",

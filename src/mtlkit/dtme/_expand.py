@@ -188,15 +188,30 @@ class _FreshLoader:
 
 
 class ExpansionCallback:
-    """Runs :meth:`run` once, at the start of iteration ``at`` (before that iteration's step)."""
+    """A model transform for the Trainer: runs :meth:`run` once, at the start of iteration ``at`` (before
+    that iteration's step), then adds the new parameters to the optimizer (task-specific: LR × ``lr_ts``)
+    and records the transform in the run's ``model.json``.
+
+    Built without the run's length (``DTMECallback({"rho": 0.25})`` in user code), the expansion point is
+    resolved when the Trainer binds it to its ``iters``.
+    """
 
     name = ""
     analysis_file = ""
+    #: the Trainer checks that its model can take this transform before training
+    is_transform = True
 
     def __init__(self, config: Any, iters: int | None = None) -> None:
         self.config = config
+        self.iters = iters
         self.at = config.resolved_iteration(iters)
         self.result: Expansion | None = None
+
+    def bind(self, iters: int) -> ExpansionCallback:
+        """Resolve the expansion point for a run of ``iters`` iterations (errors when it is past the end)."""
+        self.iters = iters
+        self.at = self.config.resolved_iteration(iters)
+        return self
 
     def done_before(self, iteration: int) -> bool:
         """True when a run resumed at ``iteration`` is past the expansion point."""
@@ -209,8 +224,8 @@ class ExpansionCallback:
         if self.result is not None or iteration != self.at:
             return
         result = self.run(trainer)
-        trainer.add_param_group(result.new_parameters, self.name, lr_scale=trainer.config.lr_ts)
-        trainer.model_spec["transforms"].append({"name": self.name, "spec": result.spec})
+        trainer.add_param_group(result.new_parameters, self.name, lr_scale=getattr(trainer, "lr_ts", 1.0))
+        trainer.model_spec.setdefault("transforms", []).append({"name": self.name, "spec": result.spec})
         result.report["iteration"] = iteration
         self.result = result
         if getattr(trainer, "rank", 0) == 0:
@@ -240,7 +255,8 @@ class DTMECallback(ExpansionCallback):
 
     def run(self, trainer: Any) -> Expansion:
         training = trainer.model.training
-        result = expand(trainer.model, trainer.tasks, _FreshLoader(trainer), self.config, seed=trainer.config.seed)
+        seed = getattr(trainer, "seed", 0)
+        result = expand(trainer.model, trainer.tasks, _FreshLoader(trainer), self.config, seed=seed)
         result.extra["training"] = training  # the end analysis runs in the same mode (BatchNorm in the heads)
         if self.config.freeze:
             for p in trainer.model.backbone.base.parameters():

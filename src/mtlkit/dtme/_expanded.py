@@ -200,7 +200,10 @@ class ExpandedBackbone(nn.Module):
         n_tokens = h.shape[1]
         forked = extended = False
 
+        self.shared_tokens = None  # the last tokens all task streams share (methods on the representation)
+
         def fork(t: torch.Tensor) -> torch.Tensor:
+            self.shared_tokens = t
             return t.unsqueeze(0).expand(n_streams, *t.shape).reshape(n_streams * t.shape[0], *t.shape[1:])
 
         feats: list[tuple[torch.Tensor, bool]] = []

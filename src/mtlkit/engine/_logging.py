@@ -1,5 +1,7 @@
 """Run logs: ``log.jsonl`` (one JSON object per iteration, everything the step returned), ``log.csv``
-(flattened scalars) and TensorBoard scalars (per-task losses and weights, evaluation metrics)."""
+(flattened scalars) and TensorBoard scalars (per-task losses and weights every ``tb_every`` iterations,
+10 by default: a TensorBoard event costs about as much as a small model's step; evaluation metrics always).
+"""
 
 from __future__ import annotations
 
@@ -35,9 +37,10 @@ def _json_safe(v: Any) -> Any:
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, enabled: bool = True, append: bool = False) -> None:
+    def __init__(self, run_dir: Path, enabled: bool = True, append: bool = False, tb_every: int = 10) -> None:
         self.run_dir = run_dir
         self.enabled = enabled
+        self.tb_every = max(1, int(tb_every))
         self._tb = None
         self._csv_keys: list[str] | None = None
         if not enabled:
@@ -57,14 +60,18 @@ class RunLogger:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._jsonl.write(json.dumps(_json_safe(record)) + "\n")
+        try:  # fast path: plain finite values (NaN / inf and tensors go through _json_safe)
+            line = json.dumps(record, allow_nan=False)
+        except (ValueError, TypeError):
+            line = json.dumps(_json_safe(record))
+        self._jsonl.write(line + "\n")
         flat = flatten(record)
         if self._csv_keys is None:
             self._csv_keys = sorted(flat)
             self._csv.writerow(self._csv_keys)
         self._csv.writerow([flat.get(k, "") for k in self._csv_keys])
         it = int(record["iter"])
-        if self._tb is not None:
+        if self._tb is not None and it % self.tb_every == 0:
             for k in ("losses", "weights"):
                 for t, v in (record.get(k) or {}).items():
                     if isinstance(v, int | float):

@@ -30,8 +30,12 @@ class IterationBatchSampler(Sampler[list[int]]):
         self.per_epoch = n // (batch_size * world)
 
     def _perm(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=g)
+        """The epoch's permutation (kept for the epoch: drawing one per batch cost a randperm per step)."""
+        cached = getattr(self, "_cached", None)
+        if cached is None or cached[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._cached = cached = (epoch, torch.randperm(self.n, generator=g))
+        return cached[1]
 
     def batch(self, it: int) -> list[int]:
         epoch, k = divmod(it, self.per_epoch)

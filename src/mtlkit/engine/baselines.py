@@ -1,8 +1,11 @@
-"""Single-task baselines: trained once per (dataset, model, budget, seed) and found again by later runs.
+"""Single-task baselines: a cache of per-task results under a key, read back for Δm.
 
-The cache lives under ``config.baseline_cache`` or ``$MTLKIT_CACHE/baselines`` (default
-``~/.cache/mtlkit/baselines``); its key hashes everything that defines the baseline's training budget, so a
-multi-task run finds the baselines trained under the same conditions and fills in Δm.
+A baseline set lives in ``<cache>/<key>/baselines.json``: ``{"key": ..., "val": {task: primary},
+"test": {task: primary}, "runs": {task: run dir}}``. The cache is ``$MTLKIT_CACHE/baselines`` (default
+``~/.cache/mtlkit/baselines``) unless given. Through the API the key is the user's (``"census-mlp-v1"``);
+through a config it is a hash of everything that defines the baseline's budget (:data:`KEY_FIELDS`), so a
+multi-task run finds the baselines trained under the same conditions. Training them:
+:mod:`mtlkit.engine._single_task` (``mtlkit.baselines.train`` / ``mtlkit train --single-task``).
 """
 
 from __future__ import annotations
@@ -10,77 +13,97 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtlkit.engine.config import TrainConfig
+from mtlkit.errors import MtlkitError
+from mtlkit.metrics import delta_m as _delta_m
 
-#: keys that define a baseline (the multi-task run must match them)
+#: flat config keys that define a baseline (the multi-task run must match them)
 KEY_FIELDS = ("dataset", "data_root", "dataset_options", "image_size", "model", "head", "patch_size",
               "pretrained", "iters", "batch_size", "lr", "weight_decay", "optimizer", "poly_power", "seed")
 
 
-def cache_root(config: TrainConfig) -> Path:
-    if config.baseline_cache:
-        return Path(config.baseline_cache)
+@dataclass
+class Baselines:
+    """Single-task results for Δm: primary metric per task on ``val`` and ``test``."""
+
+    key: str
+    path: Path
+    val: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
+    runs: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Baselines:
+        p = Path(path)
+        if not p.is_file():
+            raise MtlkitError(f"baselines file not found: {p}")
+        data = json.loads(p.read_text())
+        key = data.get("key")
+        return cls(key if isinstance(key, str) else p.parent.name, p, dict(data.get("val", {})),
+                   dict(data.get("test", {})), dict(data.get("runs", {})))
+
+    def covers(self, tasks: list[str]) -> bool:
+        return all(t in self.test for t in tasks)
+
+    def delta_m(self, primary: dict[str, float], higher_is_better: dict[str, bool], split: str = "test") -> float:
+        """Δm (%) of a multi-task run's primary metrics against these baselines."""
+        base = self.test if split == "test" else self.val
+        missing = [t for t in primary if t not in base]
+        if missing:
+            raise MtlkitError(f"baselines {self.key!r} ({self.path}) have no {split} result for task(s) {missing}")
+        return _delta_m(primary, {t: base[t] for t in primary}, higher_is_better)
+
+
+def cache_root(cache: str | Path | None = None) -> Path:
+    if cache:
+        return Path(cache)
     return Path(os.environ.get("MTLKIT_CACHE", Path.home() / ".cache" / "mtlkit")) / "baselines"
 
 
-def baseline_key(config: TrainConfig) -> str:
-    d = config.to_dict()
-    blob = json.dumps({k: d[k] for k in KEY_FIELDS}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def baseline_dir(config: TrainConfig) -> Path:
-    return cache_root(config) / baseline_key(config)
-
-
-def find_baselines(config: TrainConfig, tasks: list[str]) -> tuple[Path, dict[str, Any]] | None:
-    """``(path, {"val": {task: primary}, "test": {task: primary}})`` when every task has a baseline."""
-    if config.baseline:
-        path = Path(config.baseline)
-    else:
-        path = baseline_dir(config) / "baselines.json"
+def find(key: str, tasks: list[str] | None = None, cache: str | Path | None = None) -> Baselines | None:
+    """The cached baselines under ``key`` (None when absent or missing one of ``tasks``)."""
+    path = cache_root(cache) / key / "baselines.json"
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    if not all(t in data.get("test", {}) for t in tasks):
-        return None
-    return path, {s: {t: data[s][t] for t in tasks} for s in ("val", "test")}
+    found = Baselines.load(path)
+    return found if found.covers(list(tasks or [])) else None
 
 
-def record_baseline(config: TrainConfig, task: str, metrics: dict[str, Any]) -> Path:
-    """Add one task's single-task result to the cache's ``baselines.json`` (atomic rewrite)."""
-    d = baseline_dir(config)
+def record(key: str, task: str, val: float | None, test: float | None, run: str | Path,
+           cache: str | Path | None = None, key_info: Any = None) -> Path:
+    """Add one task's single-task result to ``<cache>/<key>/baselines.json`` (atomic rewrite)."""
+    d = cache_root(cache) / key
     d.mkdir(parents=True, exist_ok=True)
     path = d / "baselines.json"
-    data = json.loads(path.read_text()) if path.is_file() else {"key": {k: config.to_dict()[k] for k in KEY_FIELDS},
-                                                                 "val": {}, "test": {}, "runs": {}}
-    data["val"][task] = metrics["val"]["primary"][task]
-    data["test"][task] = metrics["primary"][task]
-    data["runs"][task] = str(Path(config.out).resolve())
+    data = json.loads(path.read_text()) if path.is_file() else {"key": key, "val": {}, "test": {}, "runs": {}}
+    if key_info is not None:
+        data["key_info"] = key_info
+    data["val"][task] = val
+    data["test"][task] = test
+    data["runs"][task] = str(Path(run).resolve())
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
     return path
 
 
-def train_single_task_baselines(config: TrainConfig, tasks: list[str], force: bool = False) -> Path:
-    """Train one model per task (skipping tasks already in the cache unless ``force``); returns the JSON path."""
-    from mtlkit.engine.trainer import Trainer
+# ----------------------------------------------------------------------------- the config path
+def baseline_key(config: Any) -> str:
+    """Hash of the config fields that define a baseline's budget."""
+    blob = json.dumps({k: config.get(k) for k in KEY_FIELDS}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    found = None if force else find_baselines(config, tasks)
-    if found is not None:
-        return found[0]
-    existing = find_baselines(config, [])
-    done = set(json.loads(existing[0].read_text())["test"]) if existing and not force else set()
-    for t in tasks:
-        if t in done:
-            continue
-        run_dir = baseline_dir(config) / t
-        cfg = config.replace(tasks=[t], single_task=True, method="equal", method_options={}, weights=None,
-                             strategy="joint", strategy_options={}, dtme=None, recon=None, out=str(run_dir))
-        metrics = Trainer(cfg).fit()
-        record_baseline(config, t, metrics)
-    return baseline_dir(config) / "baselines.json"
+
+def baseline_dir(config: Any) -> Path:
+    return cache_root(config.baseline_cache) / baseline_key(config)
+
+
+def find_baselines(config: Any, tasks: list[str]) -> Baselines | None:
+    """The baselines of a config (its explicit ``baseline`` file, else the cache under its key)."""
+    if config.baseline:
+        found = Baselines.load(config.baseline)
+        return found if found.covers(tasks) else None
+    return find(baseline_key(config), tasks, config.baseline_cache)

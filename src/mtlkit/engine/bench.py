@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtlkit.engine.baselines import train_single_task_baselines
+from mtlkit.engine._single_task import train_single_task_baselines
 from mtlkit.engine.config import TrainConfig
 from mtlkit.errors import MtlkitError
 
@@ -85,7 +85,7 @@ def run_suite(
                      "delta_m": 0.0, "seconds_per_iter": None, "run": str(path.parent)})
         for m in suite.methods:
             run_cfg = cfg.replace(out=str(out / "runs" / f"{m}-seed{seed}"), **method_overrides(m))
-            metrics = Trainer(run_cfg).fit()
+            metrics = Trainer.from_config(run_cfg).fit()
             rows.append({"method": m, "seed": seed, "primary": metrics["primary"], "delta_m": metrics["delta_m"],
                          "seconds_per_iter": metrics["seconds_per_iter"], "run": run_cfg.out})
     table = summarize(rows, tasks or [])

@@ -39,22 +39,38 @@ def save_model(model: torch.nn.Module, spec: dict[str, Any], run_dir: Path) -> P
     return path
 
 
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a run's model (including transforms such as DTME) and load its weights."""
-    from mtlkit.models import apply_transforms, build_model
-    from mtlkit.tasks import make_task
+def load_model(
+    run_dir: str | Path, device: str | torch.device = "cpu", model: torch.nn.Module | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A run's model with its weights: rebuilt from ``model.json`` (built-in models, including transforms
+    such as DTME), or ``model``, the user's own object (of the class the run trained; transforms recorded in
+    the run are re-applied to it first)."""
+    from mtlkit.models import apply_transforms
 
     run_dir = Path(run_dir)
     spec_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
     for p in (spec_path, weights):
         if not p.is_file():
-            raise MtlkitError(f"{p} not found: expected a run directory written by `mtlkit train`")
+            raise MtlkitError(f"{p} not found: expected a run directory written by mtlkit's Trainer")
     spec = json.loads(spec_path.read_text())
-    build = dict(spec["build"])
-    tasks = {t: make_task(t, **params) for t, params in build.pop("tasks").items()}
-    model = build_model(tasks=tasks, **build)
+    if model is None:
+        if "build" not in spec:
+            raise MtlkitError(
+                f"{run_dir} holds a user model ({spec.get('class', '?')}): pass the model object, "
+                "load_model(run_dir, model=MyModel(...))"
+            )
+        from mtlkit.models import build_model
+        from mtlkit.tasks import make_task
+
+        build = dict(spec["build"])
+        tasks = {t: make_task(t, **params) for t, params in build.pop("tasks").items()}
+        model = build_model(tasks=tasks, **build)
     model = apply_transforms(model, spec.get("transforms", []))
-    model.load_state_dict(load_file(str(weights)))
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise MtlkitError(f"{run_dir}: the weights do not fit {type(model).__name__} ({first})") from None
     return model.to(device), spec
 
 

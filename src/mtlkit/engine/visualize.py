@@ -198,16 +198,17 @@ def save_predictions(
     inputs: Any = None,
     targets: Mapping[str, Any] | None = None,
     outputs: Mapping[str, torch.Tensor] | None = None,
+    input_key: str = "image",
 ) -> list[Path]:
     """Draw the pictures of the tasks that have one (module docstring); returns the files written.
 
-    ``batch``: a dict with the input under ``"image"`` and targets under task names, or ``None`` when
+    ``batch``: a dict with the input under ``input_key`` and targets under task names, or ``None`` when
     ``inputs`` and ``targets`` are given (e.g. from an ``(inputs, targets)`` batch). ``outputs``: the raw
     head outputs when already computed (then ``model`` is not called and may be ``None``); confusion matrices
     and scatters use every sample given, the dense grid the first ``n``.
     """
     if inputs is None and batch is not None:
-        inputs = batch.get("image")
+        inputs = batch.get(input_key)
     if targets is None:
         targets = {t: batch[t] for t in tasks if batch is not None and t in batch}
     if outputs is None:

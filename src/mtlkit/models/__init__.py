@@ -1,9 +1,10 @@
-"""Models: a timm-compatible ViT backbone, task heads and the MultiTaskModel that joins them."""
+"""Models: a timm-compatible ViT backbone, task heads, SharedBottom / MultiTaskModel and the model protocol."""
 
 from mtlkit.models._registry import BACKBONES, build_model
 from mtlkit.models._transforms import TRANSFORMS, apply_transforms
 from mtlkit.models.heads import HEADS, ClassificationHead, ConvHead, DenseHead, LinearHead
-from mtlkit.models.multitask import MultiTaskModel
+from mtlkit.models.multitask import MultiTaskModel, SharedBottom
+from mtlkit.models.protocol import MultiTaskProtocol, has_features, run_model
 from mtlkit.models.vit import (
     VIT_PRESETS,
     Block,
@@ -26,6 +27,10 @@ __all__ = [
     "DenseHead",
     "LinearHead",
     "MultiTaskModel",
+    "MultiTaskProtocol",
+    "SharedBottom",
+    "has_features",
+    "run_model",
     "ViTConfig",
     "VisionTransformer",
     "build_model",

@@ -39,3 +39,25 @@ __all__ = [
     "random_groups",
     "separate_groups",
 ]
+
+
+def _table_rows() -> list[tuple[str, str, str, str]]:
+    return [(n, "strategy", getattr(STRATEGIES.get(n), "paper", "") or "-",
+             ", ".join(f"{k}={v}" for k, v in getattr(STRATEGIES.get(n), "options", {}).items()))
+            for n in STRATEGIES.names()]
+
+
+def _table_notes() -> list[str]:
+    return [f"{n}: {STRATEGIES.get(n).notes}" for n in STRATEGIES.names() if getattr(STRATEGIES.get(n), "notes", "")]
+
+
+def _register_table_rows() -> None:
+    from mtlkit.balancing._options import TABLE_NOTES, TABLE_ROWS
+
+    if _table_rows not in TABLE_ROWS:
+        TABLE_ROWS.append(_table_rows)
+    if _table_notes not in TABLE_NOTES:
+        TABLE_NOTES.append(_table_notes)
+
+
+_register_table_rows()

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import torch
 
 from mtlkit._registry import Registry
+from mtlkit.balancing import FAMO, GeometricLossStrategy, JacobianAggregator, UncertaintyWeighting, WeightedSum
+from mtlkit.models.protocol import last_shared_parameters, run_model, shared_parameters
 
 
 def _identity(x: Any) -> Any:
@@ -26,7 +28,7 @@ def _identity(x: Any) -> Any:
 class StepContext:
     """Everything a strategy needs for one batch; the trainer builds it."""
 
-    model: torch.nn.Module  # a MultiTaskModel
+    model: torch.nn.Module  # any module returning {task: output}; see mtlkit.models.MultiTaskProtocol
     tasks: dict[str, Any]  # name -> mtlkit.tasks.Task
     balancer: Any  # mtlkit.balancing.Balancer
     optimizer: torch.optim.Optimizer
@@ -39,14 +41,64 @@ class StepContext:
     needs_features: bool = False
     #: optional gradient-statistics recorder (``mtlkit.analysis.GradStatsRecorder``); None = off
     grad_stats: Any = None
+    #: the batch key of the model inputs (the trainer puts any batch form into this dict shape)
+    input_key: str = "image"
+    #: ``fn(params, name)`` adds parameters created during training (a task group's balancer) to the
+    #: optimizer and the checkpoint; None outside the trainer
+    add_parameters: Callable[[list[torch.nn.Parameter], str], None] | None = None
+    #: iterations per epoch (for balancers created during training: ``balancer.setup(epoch_iters=...)``)
+    epoch_iters: int | None = None
 
 
-def compute_losses(ctx: StepContext, batch: dict[str, torch.Tensor], tasks: list[str] | None = None):
+def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | None = None):
     """Forward the model on ``batch`` and return (losses dict, features or None)."""
     names = list(ctx.tasks) if tasks is None else tasks
-    out, feats = ctx.model(batch["image"], return_features=True)
+    out, feats = run_model(ctx.model, batch[ctx.input_key])
     losses = {t: ctx.tasks[t].loss(out[t], batch[t]) for t in names}
     return losses, feats
+
+
+def balancer_features(balancer: Any, model: torch.nn.Module, feats: Any) -> Any:
+    """The features a balancer gets: none unless it uses them; for a method on the shared representation
+    (``on="features"``) after DTME / Recon forked the backbone into task streams, the last representation
+    all streams share (the tokens entering the fork), so MGDA-UB / GradDrop keep their meaning: aggregate at
+    the last shared representation, everything after it is task-specific."""
+    if feats is None or not getattr(balancer, "needs_features", False):
+        return None
+    if isinstance(feats, dict) and getattr(balancer, "on", None) == "features":
+        shared = getattr(getattr(model, "backbone", None), "shared_tokens", None)
+        if shared is not None:
+            return [shared]
+    return feats
+
+
+def uses_shared_parameters(balancer: Any) -> bool:
+    """Whether a balancer differentiates with respect to the shared parameters (gradient methods; FAMO
+    when it clips them). Methods known to work on the losses alone say no; any other balancer yes."""
+    if isinstance(balancer, JacobianAggregator):
+        return balancer.on == "params"
+    if isinstance(balancer, FAMO):
+        return float(getattr(balancer, "max_norm", 0.0) or 0.0) > 0
+    return not isinstance(balancer, WeightedSum | UncertaintyWeighting | GeometricLossStrategy)
+
+
+def backward_kwargs(balancer: Any, model: torch.nn.Module, feats: Any, iteration: int) -> dict[str, Any]:
+    """The keyword arguments of ``balancer.backward`` besides the losses (works for any model); the
+    parameter lists only for methods that use them (collecting them walks the model every step)."""
+    shared = uses_shared_parameters(balancer)
+    return {
+        "shared": shared_parameters(model) if shared else None,
+        "features": balancer_features(balancer, model, feats),
+        "last_shared": last_shared_parameters(model) if shared else None,
+        "iteration": iteration,
+        "model": model,
+    }
+
+
+def loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Detached loss values as floats, read in one device transfer (one sync on an accelerator)."""
+    vals = torch.stack([v.detach().reshape(()).float() for v in losses.values()]).tolist()
+    return dict(zip(losses, vals, strict=True))
 
 
 def all_finite(losses: dict[str, torch.Tensor]) -> bool:
@@ -55,15 +107,7 @@ def all_finite(losses: dict[str, torch.Tensor]) -> bool:
 
 def balanced_backward(ctx: StepContext, losses: dict[str, torch.Tensor], feats: Any) -> dict[str, Any]:
     """Zero grads, then let the balancer fill them for ``losses`` (shared / last-shared params from the model)."""
-    model = ctx.model
-    return ctx.balancer.backward(
-        losses,
-        shared=model.shared_parameters(),
-        features=feats if ctx.needs_features else None,
-        last_shared=model.last_shared_parameters(),
-        iteration=ctx.iteration,
-        model=model,
-    )
+    return ctx.balancer.backward(losses, **backward_kwargs(ctx.balancer, ctx.model, feats, ctx.iteration))
 
 
 class Strategy(ABC):
@@ -97,7 +141,7 @@ class Joint(Strategy):
     def step(self, batch, ctx):
         ctx.optimizer.zero_grad(set_to_none=True)
         losses, feats = compute_losses(ctx, batch)
-        values = ctx.reduce_losses({t: float(v.detach()) for t, v in losses.items()})
+        values = ctx.reduce_losses(loss_values(losses))
         if not all(math.isfinite(v) for v in values.values()):
             return {"losses": values, "skipped": 1, "steps": 0}
         rec = ctx.grad_stats

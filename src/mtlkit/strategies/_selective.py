@@ -43,8 +43,11 @@ by ``balancer_factory(tasks)`` if set; else by ``balancing.get(method, tasks=gro
 :meth:`Selective.configure_balancer` (the trainer calls it; ``fixed`` keeps the group's weights); else, for
 use outside the trainer, by copying ``ctx.balancer`` as it was before its first use and restricting it to
 the group's tasks (fine for methods that size their state lazily; FAMO needs one of the first two).
-Balancers with learnable parameters (e.g. uncertainty weighting) are refused for proper sub-groups: the
-copies' parameters would not be optimised. A balancer that wants its post-step losses (FAMO) gets them from
+A group balancer with learnable parameters (UW, GradNorm, IMTL) has its own, added to the trainer's
+optimizer and checkpoint through ``ctx.add_parameters`` when the group first appears (and rebuilt in the
+same order on resume, :meth:`Selective.prepare`). A single-task group of a gradient aggregator steps on
+its own loss (the aggregate of one gradient is that gradient; Nash-MTL cannot be posed for one task).
+A balancer that wants its post-step losses (FAMO) gets them from
 the next group's forward on the same batch, or from one extra forward after the last group. Gradient
 statistics (``ctx.grad_stats``) are taken at the batch's first forward for all tasks, against the first
 group's update.
@@ -66,10 +69,10 @@ from typing import Any
 
 import torch
 
-from mtlkit.balancing import Fixed
+from mtlkit.balancing import Equal, Fixed
 from mtlkit.errors import MtlkitError
 from mtlkit.strategies._affinity import ATTRIBUTIONS, ProximalAffinity
-from mtlkit.strategies._base import STRATEGIES, StepContext, Strategy, compute_losses
+from mtlkit.strategies._base import STRATEGIES, StepContext, Strategy, backward_kwargs, compute_losses
 from mtlkit.strategies._grouping import (
     ORDERS,
     Groups,
@@ -277,17 +280,37 @@ class Selective(Strategy):
         key = "+".join(group)
         balancer = self._balancers.get(key)
         if balancer is None:
-            balancer = self._new_balancer(group)
-            if list(balancer.parameters()):
-                raise MtlkitError(
-                    f"method {getattr(balancer, 'name', type(balancer).__name__)!r} learns parameters, which "
-                    "selective group updates cannot optimise per group; use a method without learnable "
-                    "parameters or --strategy-opt grouping=joint"
-                )
+            if len(group) == 1 and getattr(ctx.balancer, "kind", "") == "gradient aggregation":
+                # an aggregate of one gradient is that gradient (up to the scale some methods add; Nash-MTL's
+                # bargaining problem cannot even be posed for one task): a single task steps on its own loss
+                balancer = Equal(list(group))
+            else:
+                balancer = self._new_balancer(group)
+            setup = getattr(balancer, "setup", None)  # e.g. DWA's one-epoch window, as the trainer does
+            if callable(setup):
+                setup(epoch_iters=ctx.epoch_iters)
+            params = list(balancer.parameters())
+            if params:  # e.g. UW / GradNorm / IMTL: the group's own parameters join the optimizer
+                if ctx.add_parameters is None:
+                    raise MtlkitError(
+                        f"method {getattr(balancer, 'name', type(balancer).__name__)!r} learns parameters per task "
+                        "group; outside mtlkit.Trainer pass StepContext(add_parameters=fn) that adds them to the "
+                        "optimizer (fn(params, name))"
+                    )
+                ctx.add_parameters(params, f"balancer:{key}")
             if key in self._pending_balancer_states:
                 balancer.load_state_dict(self._pending_balancer_states.pop(key))
             self._balancers[key] = balancer
         return balancer
+
+    def prepare(self, ctx: StepContext) -> None:
+        """Rebuild, in their original order, the task-group balancers of a restored state (and register their
+        parameters), so the optimizer's saved parameter groups match; the trainer calls it on resume."""
+        if self.tasks is None:
+            return
+        self._setup(ctx)
+        for key in list(self._pending_balancer_states):
+            self._balancer_for(key.split("+"), ctx)
 
     # ------------------------------------------------------------------------------------ the step
     def step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, Any]:
@@ -323,12 +346,7 @@ class Selective(Strategy):
             stats = None if rec is None else rec.begin(losses, model=model, features=feats, iteration=ctx.iteration)
             balancer = self._balancer_for(group, ctx)
             info = balancer.backward(
-                self._scaled({t: losses[t] for t in group}),
-                shared=model.shared_parameters(),
-                features=feats if ctx.needs_features else None,
-                last_shared=model.last_shared_parameters(),
-                iteration=ctx.iteration,
-                model=model,
+                self._scaled({t: losses[t] for t in group}), **backward_kwargs(balancer, model, feats, ctx.iteration)
             )
             if stats is not None:  # all tasks' gradients at the batch start vs the first group's update
                 grad_stats = {**stats.finish(info), "update_group": list(group)}
