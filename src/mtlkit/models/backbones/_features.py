@@ -15,18 +15,19 @@ def _has_params(m: nn.Module) -> bool:
 
 
 def last_block(stage: nn.Module) -> nn.Module:
-    """The last block of a stage: descend through ``nn.Sequential`` containers into their last member with
-    parameters (ResNet ``layer4[-1]``, ConvNeXt / Swin ``stages[-1].blocks[-1]``); a module whose last part is
-    not a Sequential (an HRNet multi-resolution module, a ViT block) is the block itself."""
+    """The last block of a stage: the last member with parameters of a container (``nn.Sequential`` /
+    ``nn.ModuleList``) or of a stage's ``blocks`` (ResNet ``layer4[-1]``, ConvNeXt / Swin
+    ``stages[-1].blocks[-1]``, HRNet's last multi-resolution module); any other module is the block itself."""
     m = stage
     while True:
+        if isinstance(getattr(m, "blocks", None), (nn.Sequential, nn.ModuleList)):
+            m = m.blocks
+        if not isinstance(m, (nn.Sequential, nn.ModuleList)):
+            return m
         kids = [c for c in m.children() if _has_params(c)]
         if not kids:
             return m
-        if isinstance(m, nn.Sequential) or isinstance(kids[-1], nn.Sequential):
-            m = kids[-1]
-            continue
-        return m
+        m = kids[-1]
 
 
 class FeatureBackbone(nn.Module):

@@ -38,7 +38,7 @@ def check_table(name: str, path: str, image_size: int = 224) -> str:
     rep = checkpoint_report(name, path, (image_size, image_size))
     out = []
     for kind in ("missing", "unexpected", "mismatched"):
-        keys = rep[kind]
+        keys = sorted(rep[kind])
         if kind == "mismatched" and not keys:
             continue
         out.append(f"{kind} ({len(keys)}): {', '.join(keys) if keys else '-'}")

@@ -180,7 +180,11 @@ def create_backbone(
             ) from e
         raise
     if pretrained:
-        classifier = model.pretrained_cfg.get("classifier") or ()
+        from timm.models import get_pretrained_cfg
+
+        # (features_only models drop 'classifier' from their config: read the registry's)
+        cfg = get_pretrained_cfg(name if name not in VIT_PRESETS else arch)
+        classifier = (cfg.classifier if cfg is not None else None) or ()
         classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
         missing = [k for k in report.keys if not any(k.startswith(c + ".") for c in classifier)]
         if missing:
