@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtlkit.dtme import DTMEConfig, ExpandedBackbone, ReconConfig, analyze_token_space, apply_dtme, expand, recon_expand
+from mtlkit.dtme import DTMEConfig, ExpandedBackbone, ReconConfig, apply_dtme, expand, recon_expand
 from mtlkit.errors import MtlkitError
 from mtlkit.models import build_backbone, build_model
 
@@ -34,17 +34,6 @@ def model_of(kind: str, tasks: dict, seed: int = 0):
 
 def batches(size: int, n: int = 2) -> list[dict]:
     return [random_batch(2, size, seed=s) for s in range(n)]
-
-
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_token_space_analysis_covers_every_token_of_every_block(kind: str, tasks) -> None:
-    model, size = model_of(kind, tasks)
-    analysis = analyze_token_space(model, tasks, batches(size), num_batches=2, r=100.0)
-    bb = model.backbone
-    assert len(analysis.layers) == len(bb.blocks)
-    tokens = bb.embed(torch.zeros(1, 3, size, size)).shape[1]
-    assert tokens == bb.num_prefix_tokens + bb.num_patches
-    assert all(layer.dim == bb.embed_dim for layer in analysis.layers)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -96,6 +85,10 @@ def test_dtme_and_recon_expand_every_kind(kind: str) -> None:
     model, size = model_of(kind, tasks)
     result = expand(model, tasks, batches(size), DTMEConfig(calib_batches=2, tokens=2, measure_inference=False))
     assert len(result.spec["tm_layers"]) == len(result.spec["te_layers"]) == 2  # rho 0.5 of 4 blocks
+    # the token space of every block was analysed (all tokens: prefix and patch ones)
+    base = model.backbone.base
+    assert [layer.layer for layer in result.analysis.layers] == list(range(len(base.blocks)))
+    assert all(layer.dim == base.embed_dim for layer in result.analysis.layers)
     out = model(random_batch(2, size)["image"])
     assert {t: v.shape[-2:] for t, v in out.items()} == dict.fromkeys(tasks, (size, size))
     model, size = model_of(kind, tasks)
@@ -110,27 +103,32 @@ def test_dtme_and_recon_expand_every_kind(kind: str) -> None:
         torch.testing.assert_close(after[t], before[t], rtol=1e-5, atol=1e-5)
 
 
-#: imbalance study Tab. VIII: name -> (embed dim, patch, prefix tokens, image size used here)
-TAB8 = {
-    "vit_base_patch16_384.augreg_in1k": (768, 16, 1, 32),
-    "vit_base_patch16_224.augreg_in21k": (768, 16, 1, 32),
-    "vit_base_patch16_384.augreg_in21k_ft_in1k": (768, 16, 1, 32),
+#: imbalance study Tab. VIII (the tags name weights; random init builds the architecture)
+TAB8 = ["vit_base_patch16_384.augreg_in1k", "vit_base_patch16_224.augreg_in21k",
+        "vit_base_patch16_384.augreg_in21k_ft_in1k", "vit_base_patch16_clip_384", "samvit_base_patch16",
+        "vit_base_patch16_224.dino", "vit_base_patch14_reg4_dinov2"]
+#: their architectures -> (embed dim, patch, prefix tokens, image size used here)
+TAB8_ARCHS = {
+    "vit_base_patch16_384": (768, 16, 1, 32),
+    "vit_base_patch16_224": (768, 16, 1, 32),
     "vit_base_patch16_clip_384": (768, 16, 1, 32),
     "samvit_base_patch16": (768, 16, 0, 32),
-    "vit_base_patch16_224.dino": (768, 16, 1, 32),
     "vit_base_patch14_reg4_dinov2": (768, 14, 5, 28),
 }
 
 
-def _arch(name: str) -> str:
-    return name.partition(".")[0]  # random init: the architecture (a tag would name downloadable weights)
+def test_tab8_names_are_these_architectures() -> None:
+    import timm
+
+    assert all(timm.is_model(n) for n in TAB8)
+    assert {n.partition(".")[0] for n in TAB8} == set(TAB8_ARCHS)
 
 
-@pytest.mark.parametrize("name", list(TAB8))
-def test_tab8_architectures_full_size_on_the_meta_device(name: str) -> None:
-    dim, patch, prefix, size = TAB8[name]
+@pytest.mark.parametrize("arch", list(TAB8_ARCHS))
+def test_tab8_architectures_full_size_on_the_meta_device(arch: str) -> None:
+    dim, patch, prefix, size = TAB8_ARCHS[arch]
     with torch.device("meta"):
-        bb = build_backbone(_arch(name), size)
+        bb = build_backbone(arch, size)
         feats = bb(torch.empty(2, 3, size, size))
     assert [tuple(f.shape) for f in feats] == [(2, dim, size // patch, size // patch)] * 4
     assert 85e6 < sum(p.numel() for p in bb.parameters()) < 90e6  # ViT-B
@@ -138,17 +136,17 @@ def test_tab8_architectures_full_size_on_the_meta_device(name: str) -> None:
         assert bb.num_prefix_tokens == prefix and len(bb.blocks) == 12 and bb.out_indices == (2, 5, 8, 11)
 
 
-@pytest.mark.parametrize("name", list(TAB8))
-def test_tab8_architectures_train_and_take_dtme(name: str) -> None:
+@pytest.mark.parametrize("arch", list(TAB8_ARCHS))
+def test_tab8_architectures_train_and_take_dtme(arch: str) -> None:
     """Each architecture at random init with its own patch, tokens, norms and layer scale (width and depth
     reduced to keep CPU seconds): features of the right shape, and DTME on every plain ViT among them."""
-    _, patch, prefix, size = TAB8[name]
+    _, patch, prefix, size = TAB8_ARCHS[arch]
     tasks = tiny_tasks(2)
     torch.manual_seed(0)
-    model = build_model(_arch(name), tasks, size, embed_dim=32, depth=4, num_heads=2)
+    model = build_model(arch, tasks, size, embed_dim=32, depth=4, num_heads=2)
     feats = model.backbone(random_batch(2, size)["image"])
     assert [tuple(f.shape) for f in feats] == [(2, 32, size // patch, size // patch)] * 4
-    if _arch(name).startswith("samvit"):
+    if arch.startswith("samvit"):
         # SAM's blocks work on (B, H, W, D) windows, not a (B, N, D) token sequence: no token space to analyse
         with pytest.raises(MtlkitError, match="token"):
             expand(model, tasks, batches(size), DTMEConfig(calib_batches=1, measure_inference=False))

@@ -84,8 +84,9 @@ def _batch(size: int, it: int) -> dict:
             "depth": torch.rand(2, 1, size, size, generator=g) + 0.1}
 
 
-#: the three ways a method touches the model: last shared layer, all shared parameters, shared representation
-METHODS = ["avgnorm", "upgrad", "mgda_ub"]
+#: how a method touches the model: the last shared layer (AvgNorm, as GradNorm) and the shared representation
+#: (MGDA-UB, as GradDrop); all shared parameters are the partition checked above (and the selective strategy)
+METHODS = ["avgnorm", "mgda_ub"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -101,7 +102,8 @@ def test_balancing_methods_and_strategies_on_every_family(family: str) -> None:
     assert shared | set().union(*per_task) == {id(p) for p in model.parameters()}
     assert not shared & set().union(*per_task) and not per_task[0] & per_task[1]
     assert {id(p) for p in model.last_shared_parameters()} <= shared
-    for i, method in enumerate(METHODS + ["selective"]):
+    # the selective strategy only needs the shared / task split above: one CNN family shows it end to end
+    for i, method in enumerate(METHODS + (["selective"] if family == "resnet" else [])):
         strategy = strategies.get("selective") if method == "selective" else strategies.Joint()
         bal = balancing.get("equal" if method == "selective" else method, tasks=list(tasks))
         opt = torch.optim.Adam(list(model.parameters()) + bal.parameters(), lr=1e-3)

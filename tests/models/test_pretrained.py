@@ -10,7 +10,7 @@ import torch
 
 from mtlkit.cli import main as cli_main
 from mtlkit.errors import MtlkitError
-from mtlkit.models import FAMILIES, build_backbone, build_model, vit_out_indices
+from mtlkit.models import FAMILIES, build_backbone, build_model, check_model, vit_out_indices
 from mtlkit.tasks import make_task
 
 from .families import FAMILY_CONFIGS, image
@@ -29,6 +29,8 @@ def timm_model(family: str, seed: int = 1):
         arch_kw["img_size"] = size
     if family == "resnet":
         arch_kw["output_stride"] = 8  # an architecture argument; the weights are the same
+    if family == "hrnet":
+        arch_kw["head"] = ""  # without the classifier's large 'incre' / final layers: a smaller file
     return timm.create_model(name, **arch_kw).eval()
 
 
@@ -47,14 +49,14 @@ def reference_features(family: str, model, x: torch.Tensor) -> list[torch.Tensor
     return model.forward_intermediates(x, indices=list(idx), intermediates_only=True)
 
 
-def write_checkpoints(model, tmp_path: Path) -> list[Path]:
-    """timm's own writers: ``save_for_hf`` (model.safetensors + pytorch_model.bin) and a training-style .pth."""
+def write_checkpoints(model, tmp_path: Path, bin_too: bool) -> list[Path]:
+    """timm's own writers: ``save_for_hf`` (model.safetensors, + pytorch_model.bin) and a training-style .pth."""
     from timm.models import save_for_hf
 
-    save_for_hf(model, str(tmp_path), safe_serialization="both")
+    save_for_hf(model, str(tmp_path), safe_serialization="both" if bin_too else True)
     pth = tmp_path / "checkpoint.pth"
     torch.save({"epoch": 3, "arch": "x", "state_dict": model.state_dict()}, pth)  # timm's CheckpointSaver layout
-    return [tmp_path / "model.safetensors", pth, tmp_path / "pytorch_model.bin"]
+    return [tmp_path / "model.safetensors", pth] + ([tmp_path / "pytorch_model.bin"] if bin_too else [])
 
 
 @pytest.mark.parametrize("family", list(FAMILY_CONFIGS))
@@ -64,8 +66,8 @@ def test_timm_checkpoint_gives_timm_features(family: str, tmp_path: Path) -> Non
     x = image(size)
     with torch.no_grad():
         expected = reference_features(family, src, x)
-    paths = write_checkpoints(src, tmp_path)
-    for path in paths[:2] if family != "vit" else paths:
+    paths = write_checkpoints(src, tmp_path, bin_too=family == "vit")
+    for path in paths:
         torch.manual_seed(123)  # a different init: everything must come from the file
         model = build_model(name, {"depth": make_task("depth")}, size, pretrained=str(path), **kw).eval()
         with torch.no_grad():
@@ -108,9 +110,16 @@ def test_a_tagged_name_loads_with_a_file_and_presets_load_timm_checkpoints(tmp_p
     model = build_model("micro", {"depth": make_task("depth")}, img_size=32, pretrained=str(path))
     assert torch.equal(model.backbone.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
     assert model.backbone.vit.pos_embed.shape == (1, 17, 128)  # resampled from 8x8 to 4x4 + class token
-    bb = build_backbone("vit_tiny_patch16_224.augreg_in21k", 64, pretrained=str(path), embed_dim=128, depth=6,
-                        num_heads=4, patch_size=8)
+    tagged = "vit_tiny_patch16_224.augreg_in21k"
+    bb = build_backbone(tagged, 64, pretrained=str(path), embed_dim=128, depth=6, num_heads=4, patch_size=8)
     assert torch.equal(bb.vit.norm.weight, src.norm.weight)
+    check_model(tagged, 224, pretrained=str(path))  # the CLI's check before training accepts name + file
+    with pytest.raises(MtlkitError, match="--pretrained PATH"):
+        check_model(tagged, 224)
+    # a run's model is rebuilt at random init on purpose before its own weights are loaded
+    assert build_backbone(tagged, 32, pretrained=False, depth=1).vit.pos_embed.shape == (1, 5, 192)
+    with pytest.raises(MtlkitError, match="never downloads"):
+        build_backbone(tagged, 32, pretrained=True)
 
 
 def test_bad_checkpoints_fail_with_one_line(tmp_path: Path) -> None:

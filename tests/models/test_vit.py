@@ -80,17 +80,17 @@ def test_features_are_timm_forward_intermediates(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "prefix", "slices"),
     [
-        ("class token", ("cls",), {"cls": (0, 1), "reg": (1, 1), "patch": (1, 17)}),
+        ("class token", ("cls",), {"cls": (0, 1), "reg": (0, 0), "patch": (1, 17)}),
         ("registers + layer scale (DINOv2-like)", ("cls", "reg0", "reg1", "reg2", "reg3"),
          {"cls": (0, 1), "reg": (1, 5), "patch": (5, 9)}),
         ("no class token", (), {"cls": (0, 0), "reg": (0, 0), "patch": (0, 16)}),
-        ("CLIP pre-norm", ("cls",), {"cls": (0, 1), "reg": (1, 1), "patch": (1, 17)}),
+        ("CLIP pre-norm", ("cls",), {"cls": (0, 1), "reg": (0, 0), "patch": (1, 17)}),
     ],
 )
 def test_token_layout_is_named(name: str, prefix: tuple, slices: dict) -> None:
     bb, img = variant(name)
     assert bb.prefix_token_names == prefix and bb.num_prefix_tokens == len(prefix)
-    got = {k: (s.start, s.stop) for k, s in bb.token_slices().items() if k != "prefix"}
+    got = {k: (s.start, s.stop) for k, s in bb.token_slices().items() if k not in ("prefix", "dist")}
     assert got == slices
     tokens = bb.embed(torch.randn(1, 3, img, img))
     assert tokens.shape == (1, len(prefix) + bb.num_patches, 32)
@@ -99,6 +99,12 @@ def test_token_layout_is_named(name: str, prefix: tuple, slices: dict) -> None:
     x = torch.randn(1, 3, img, img)
     ref = vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))
     assert torch.equal(bb.embed(x), ref)
+
+
+def test_deit_distillation_token_is_named() -> None:
+    bb = small_vit("deit_tiny_distilled_patch16_224", patch_size=8)
+    assert bb.prefix_token_names == ("cls", "dist") and bb.token_slices()["dist"] == slice(1, 2)
+    assert bb(torch.randn(1, 3, 32, 32))[0].shape == (1, 32, 4, 4)
 
 
 def test_clip_pre_norm_and_layer_scale_are_used() -> None:

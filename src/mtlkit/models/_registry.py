@@ -33,7 +33,7 @@ def build_backbone(
     img_size: int | tuple[int, int] = 64,
     *,
     patch_size: int | None = None,
-    pretrained: str | None = None,
+    pretrained: str | bool | None = None,
     **overrides: Any,
 ):
     """The backbone alone (see :mod:`mtlkit.models.backbones`)."""
@@ -55,14 +55,15 @@ def build_model(
     *,
     head: str = "linear",
     patch_size: int | None = None,
-    pretrained: str | None = None,
+    pretrained: str | bool | None = None,
     **overrides: Any,
 ) -> MultiTaskModel:
     """A backbone with one head per task (``tasks``: name -> :class:`mtlkit.tasks.Task`).
 
     ``name``: a preset (``micro``, ``tiny``, ``small``, ``base``, ``large``) or a timm model name (a name with a
     pretrained tag, e.g. ``vit_base_patch16_224.augreg_in21k``, needs ``pretrained``). ``pretrained``: path of
-    a timm checkpoint on disk (never a download). ``overrides``: ``timm.create_model`` arguments (``depth``,
+    a timm checkpoint on disk (never a download), or False for a deliberate random init of a tagged name (a
+    run's model rebuilt before its own weights are loaded). ``overrides``: ``timm.create_model`` arguments (``depth``,
     ``embed_dim``, ``out_indices`` = the feature blocks / stages, ...).
     """
     head_cls = HEADS.get(head)
@@ -94,4 +95,4 @@ def check_model(
     if pretrained:
         check_pretrained_path(pretrained)
     with torch.device("meta"):
-        build_backbone(name, img_size, patch_size=patch_size)
+        build_backbone(name, img_size, patch_size=patch_size, pretrained=False)

@@ -88,9 +88,15 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+#: other timm modules whose models are ``VisionTransformer`` subclasses (DeiT: class + distillation token)
+_VIT_MODULES = ("deit",)
+
+
 def family_of_module(module: str) -> Family | None:
     """The family whose timm module is ``module`` (e.g. ``"resnet"``), None for other timm models."""
     module = module.rsplit(".", 1)[-1]
+    if module in _VIT_MODULES:
+        return FAMILIES["vit"]
     return next((f for f in FAMILIES.values() if f.module == module), None)
 
 

@@ -46,9 +46,13 @@ def timm_family(arch: str) -> Family | None:
     return family_of_module(model_entrypoint(arch).__module__)
 
 
-def resolve(name: str, pretrained: str | None = None) -> tuple[str, dict[str, Any]]:
+def resolve(name: str, pretrained: str | bool | None = None) -> tuple[str, dict[str, Any]]:
     """A ``--model`` name -> (timm architecture, create_model overrides); fails before any training when the
-    name is unknown or would need the network (a pretrained tag with no ``--pretrained`` file)."""
+    name is unknown or would need the network (a pretrained tag with no ``--pretrained`` file).
+
+    ``pretrained=False`` asks for the random init on purpose (e.g. to load a run's own weights afterwards)."""
+    if pretrained is True:
+        raise MtlkitError("pretrained=True would download weights; mtlkit never downloads: pass the checkpoint path")
     if name in VIT_PRESETS:
         p = VIT_PRESETS[name.lower()]
         return p.arch, dict(p.kwargs)
@@ -65,7 +69,7 @@ def resolve(name: str, pretrained: str | None = None) -> tuple[str, dict[str, An
             "timm.list_models())"
         )
     arch, tag = split_name(name)
-    if tag and not pretrained:
+    if tag and pretrained is None:
         raise MtlkitError(
             f"model {name!r} names pretrained weights that would be downloaded; mtlkit never downloads: pass the "
             f"checkpoint file with --pretrained PATH (or use {arch!r} for random init)"
@@ -142,11 +146,13 @@ def create_backbone(
     name: str,
     img_size: tuple[int, int],
     *,
-    pretrained: str | None = None,
+    pretrained: str | bool | None = None,
     out_indices: tuple[int, ...] | None = None,
     **overrides: Any,
 ) -> nn.Module:
-    """``--model`` name (preset or timm name) -> :class:`ViTBackbone` or :class:`FeatureBackbone`."""
+    """``--model`` name (preset or timm name) -> :class:`ViTBackbone` or :class:`FeatureBackbone`.
+
+    ``pretrained``: a checkpoint path, or False for a deliberate random init of a name with a pretrained tag."""
     from mtlkit.models.backbones._features import FeatureBackbone
     from mtlkit.models.backbones._vit import ViTBackbone
 

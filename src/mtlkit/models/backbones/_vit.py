@@ -41,10 +41,10 @@ class ViTBackbone(nn.Module):
         self.img_size = tuple(int(s) for s in vit.patch_embed.img_size)
         self.grid = tuple(int(g) for g in vit.patch_embed.grid_size)
         has_cls = getattr(vit, "cls_token", None) is not None
+        has_dist = getattr(vit, "dist_token", None) is not None  # DeiT's distillation token, after the class token
         n_reg = int(getattr(vit, "num_reg_tokens", 0))
-        names = (["cls"] if has_cls else []) + [f"reg{i}" for i in range(n_reg)]
-        # distillation tokens (DeiT) and other prefix tokens timm adds
-        names += [f"prefix{i}" for i in range(len(names), self.num_prefix_tokens)]
+        names = (["cls"] if has_cls else []) + (["dist"] if has_dist else []) + [f"reg{i}" for i in range(n_reg)]
+        names += [f"prefix{i}" for i in range(len(names), self.num_prefix_tokens)]  # any other prefix token
         self.prefix_token_names: tuple[str, ...] = tuple(names)
 
     # ------------------------------------------------------------------ the interface DTME / Recon use
@@ -67,14 +67,20 @@ class ViTBackbone(nn.Module):
         return self.grid[0] * self.grid[1]
 
     def token_slices(self) -> dict[str, slice]:
-        """Token positions by kind: ``cls`` (class token), ``reg`` (register tokens), ``prefix`` (all prefix
-        tokens) and ``patch`` (the patch tokens); empty slices for kinds the model lacks."""
-        has_cls = int(bool(self.prefix_token_names) and self.prefix_token_names[0] == "cls")
-        n_reg = sum(n.startswith("reg") for n in self.prefix_token_names)
+        """Token positions by kind: ``cls`` (class token), ``dist`` (DeiT's distillation token), ``reg``
+        (register tokens), ``prefix`` (all prefix tokens), ``patch`` (the patch tokens); empty slices for kinds
+        the model lacks."""
+        names = self.prefix_token_names
+
+        def span(pred) -> slice:
+            idx = [i for i, n in enumerate(names) if pred(n)]
+            return slice(idx[0], idx[-1] + 1) if idx else slice(0, 0)
+
         p = self.num_prefix_tokens
         return {
-            "cls": slice(0, has_cls),
-            "reg": slice(has_cls, has_cls + n_reg),
+            "cls": span(lambda n: n == "cls"),
+            "dist": span(lambda n: n == "dist"),
+            "reg": span(lambda n: n.startswith("reg")),
             "prefix": slice(0, p),
             "patch": slice(p, p + self.num_patches),
         }
