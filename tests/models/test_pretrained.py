@@ -154,6 +154,10 @@ def test_models_check_prints_missing_and_unexpected_keys(tmp_path: Path, capsys)
     assert cli_main(["models", "--check", "resnet18", str(path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines == ["missing (1): layer4.1.bn2.bias", "unexpected (2): fc.bias, fc.weight"]
+    hrnet = tmp_path / "hrnet.safetensors"  # a family whose features_only arguments the full model lacks
+    save_file({k: v.contiguous() for k, v in timm.create_model("hrnet_w18_small").state_dict().items()}, str(hrnet))
+    assert cli_main(["models", "--check", "hrnet_w18_small", str(hrnet)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "missing (0): -"
 
 
 def test_train_refuses_a_network_only_name_before_any_data(tmp_path: Path, capsys) -> None:

@@ -215,6 +215,7 @@ def checkpoint_report(name: str, path: str, img_size: tuple[int, int] = (224, 22
     arch, preset_kw = resolve(name, pretrained=path)
     p = check_pretrained_path(path)
     kw = _create_kwargs(arch, img_size, preset_kw)
+    kw = {k: v for k, v in kw.items() if k not in ("feature_location", "out_indices")}  # features_only arguments
     kw["num_classes"] = 0
     model = _timm().create_model(arch, **kw)
     state = load_state_dict(str(p))
