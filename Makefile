@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The CPU wheel of PyTorch, only when no torch is installed (never a CUDA build).
+	# PyTorch + torchvision (timm's dependency) at the tested versions; timm comes with the package.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e ".[dev,solvers]"
 	touch $(STAMP)

@@ -3,7 +3,8 @@
 Per preset: seconds per training iteration (forward + summed loss of 4 dense tasks + backward + Adam step) on
 a fixed random batch (default 8 images of 64x64). Every preset uses patch 8 at 64x64 (an 8x8 token grid):
 ``micro``'s own patch size; for tiny/small/base/large (timm's ViT-Ti/S/B/L, patch 16) it is an override so
-that all presets see the same 64 tokens. ``large`` runs only with ``--all``.
+that all presets see the same 64 tokens. Every preset is timm's ``VisionTransformer`` (see ``mtlkit models``).
+``large`` runs only with ``--all``.
 
 If the ``synthetic-nyud`` dataset is registered: images/s of rendering a fresh train split (into a temporary
 cache folder, so nothing is reused) in one process and with the generator's default worker processes, and
@@ -94,14 +95,14 @@ def time_preset(
         sync(device)
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
-    cfg = model.backbone.config
+    bb = model.backbone  # a ViTBackbone: timm's VisionTransformer in bb.vit
     return {
         "preset": preset,
-        "embed_dim": cfg.embed_dim,
-        "depth": cfg.depth,
-        "num_heads": cfg.num_heads,
-        "patch_size": cfg.patch_size,
-        "tokens": model.backbone.grid[0] * model.backbone.grid[1],
+        "embed_dim": bb.embed_dim,
+        "depth": len(bb.blocks),
+        "num_heads": bb.blocks[0].attn.num_heads,
+        "patch_size": bb.vit.patch_embed.patch_size[0],
+        "tokens": bb.grid[0] * bb.grid[1],
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "iters": len(times),
         "s_per_iter": statistics.median(times),

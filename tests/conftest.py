@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import torch
@@ -11,6 +12,28 @@ from mtlkit.data import DATASETS, MultiTaskDataset
 
 os.environ.setdefault("MTLKIT_CACHE", os.path.join(os.path.dirname(__file__), "..", ".mtlkit-cache", "tests"))
 torch.set_num_threads(2)
+
+
+# ---------------------------------------------------------------------------- no network in the suite
+def _is_local(address: object) -> bool:
+    """Unix sockets and loopback addresses (torch.distributed's local rendezvous) stay allowed."""
+    if not isinstance(address, tuple):
+        return True
+    host = str(address[0])
+    return host in ("localhost", "::1", "") or host.startswith("127.")
+
+
+def _guarded(original):
+    def connect(self, address, *args, **kwargs):
+        if not _is_local(address):
+            raise RuntimeError(f"a test tried to open a network connection to {address!r}; tests run offline")
+        return original(self, address, *args, **kwargs)
+
+    return connect
+
+
+socket.socket.connect = _guarded(socket.socket.connect)  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded(socket.socket.connect_ex)  # type: ignore[method-assign]
 
 
 class TinyRandom(MultiTaskDataset):

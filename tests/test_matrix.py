@@ -18,7 +18,7 @@ import torch
 import mtlkit
 from mtlkit.balancing import BALANCERS
 from mtlkit.data import build_dataset
-from mtlkit.models import HEADS, MultiTaskModel, VisionTransformer, ViTConfig
+from mtlkit.models import HEADS, MultiTaskModel, build_backbone
 from mtlkit.strategies import STRATEGIES
 
 TASKS = ["semseg", "depth", "edge"]
@@ -38,8 +38,7 @@ def splits():
 
 
 def tiny_vit(tasks) -> MultiTaskModel:
-    cfg = ViTConfig(embed_dim=32, depth=3, num_heads=2, patch_size=8, img_size=(16, 16))
-    backbone = VisionTransformer(cfg)
+    backbone = build_backbone("micro", 16, patch_size=8, embed_dim=32, depth=3, num_heads=2)
     heads = {t: HEADS.get("linear")(backbone.out_channels, task.channels) for t, task in tasks.items()}
     return MultiTaskModel(backbone, heads, (16, 16))
 

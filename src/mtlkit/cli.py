@@ -1,4 +1,4 @@
-"""The ``mtlkit`` command line: train | eval | bench | analyze | data | methods | grid.
+"""The ``mtlkit`` command line: train | eval | bench | analyze | data | methods | models | grid.
 
 User errors (unknown names, bad values, missing files) print one line and exit with code 2.
 """
@@ -27,10 +27,10 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--data-root": ("data_root", str, "root folder of a real dataset"),
     "--tasks": ("tasks", _tasks, "subset of the dataset's tasks, e.g. semseg,depth"),
     "--image-size": ("image_size", int, "input size (square)"),
-    "--model": ("model", str, "backbone preset: micro, tiny, small, base, large"),
-    "--head": ("head", str, "head kind: linear or conv"),
-    "--patch-size": ("patch_size", int, "override the preset's patch size"),
-    "--pretrained": ("pretrained", str, "timm ViT checkpoint file (.safetensors / .pth) on disk"),
+    "--model": ("model", str, "preset (micro, tiny, small, base, large) or any timm model name (`mtlkit models`)"),
+    "--head": ("head", str, "head kind: linear, conv, aspp or hrnet"),
+    "--patch-size": ("patch_size", int, "override a ViT's patch size"),
+    "--pretrained": ("pretrained", str, "timm checkpoint file (.safetensors / .pth / .bin) on disk; never downloaded"),
     "--method": ("method", str, "balancing method (see `mtlkit methods`)"),
     "--strategy": ("strategy", str, "update strategy: joint or selective"),
     "--iters": ("iters", int, "training iterations"),
@@ -110,12 +110,12 @@ def check_names(cfg: Any) -> None:
     """Resolve every name before any data is generated or any training starts."""
     from mtlkit import balancing, strategies
     from mtlkit.data import DATASETS
-    from mtlkit.models import BACKBONES, HEADS
+    from mtlkit.models import check_model
     from mtlkit.tasks import TASKS
 
     DATASETS.get(cfg.dataset)
-    BACKBONES.get(cfg.model.name)
-    HEADS.get(cfg.head)
+    # model name, head, checkpoint file, patch divisibility (a network-only name fails here, before any data)
+    check_model(cfg.model.name, cfg.image_size, head=cfg.head, patch_size=cfg.patch_size, pretrained=cfg.pretrained)
     for t in cfg.tasks or []:
         TASKS.get(t)
     if cfg.weights is None:
@@ -124,18 +124,7 @@ def check_names(cfg: Any) -> None:
     if cfg.transforms:
         from mtlkit.dtme import make_transforms
 
-        make_transforms(cfg.transforms, cfg.iters)  # validates the --dtme / --recon options
-    if cfg.image_size % (cfg.patch_size or _preset_patch(cfg.model.name)):
-        raise MtlkitError(
-            f"image_size={cfg.image_size}: must be divisible by the patch size "
-            f"{cfg.patch_size or _preset_patch(cfg.model.name)} of model {cfg.model.name!r}"
-        )
-
-
-def _preset_patch(model: str) -> int:
-    from mtlkit.models import VIT_PRESETS
-
-    return VIT_PRESETS[model].patch_size
+        make_transforms(cfg.transforms, cfg.iters, cfg.dataset)  # validates the --dtme / --recon options
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -265,6 +254,17 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from mtlkit.models.backbones._listing import check_table, models_table
+
+    if args.check:
+        name, path = args.check
+        print(check_table(name, path, args.image_size))
+        return 0
+    print(models_table(args.image_size))
+    return 0
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
     from mtlkit.engine.grid import grid_search, parse_grid
 
@@ -331,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="table of balancing methods")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("models", help="model presets and backbone families with parameter counts")
+    p.add_argument("--check", nargs=2, metavar=("NAME", "PATH"),
+                   help="load checkpoint PATH into model NAME and print its missing / unexpected keys")
+    p.add_argument("--image-size", type=int, default=224, help="input size the models are built for")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("grid", help="grid search over fixed loss weights (best validation Δm) vs AvgNorm's weights")
     add_train_args(p)

@@ -8,12 +8,12 @@ import mtlkit
 from mtlkit import balancing
 from mtlkit.data import build_dataset
 from mtlkit.dtme import DTMECallback, apply_dtme
-from mtlkit.models import HEADS, MultiTaskModel, VisionTransformer, ViTConfig, run_model
+from mtlkit.models import HEADS, MultiTaskModel, build_backbone, run_model
 from mtlkit.strategies._base import balancer_features
 
 
 def tiny_vit(tasks) -> MultiTaskModel:
-    backbone = VisionTransformer(ViTConfig(embed_dim=32, depth=3, num_heads=2, patch_size=8, img_size=(16, 16)))
+    backbone = build_backbone("micro", 16, patch_size=8, embed_dim=32, depth=3, num_heads=2)
     heads = {t: HEADS.get("linear")(backbone.out_channels, task.channels) for t, task in tasks.items()}
     return MultiTaskModel(backbone, heads, (16, 16))
 

@@ -15,7 +15,7 @@ def feats(b: int = 2, c: int = 8, n: int = 3, size: int = 4) -> list[torch.Tenso
     return [torch.randn(b, c, size, size) for _ in range(n)]
 
 
-@pytest.mark.parametrize("kind", ["linear", "conv"])
+@pytest.mark.parametrize("kind", ["linear", "conv", "aspp", "hrnet"])
 @pytest.mark.parametrize(("out", "size"), [(1, (32, 32)), (40, (32, 48)), (3, (4, 4))])
 def test_dense_head_output_shapes(kind: str, out: int, size: tuple[int, int]) -> None:
     head = HEADS.get(kind)([8, 8, 8], out)
@@ -25,7 +25,7 @@ def test_dense_head_output_shapes(kind: str, out: int, size: tuple[int, int]) ->
 
 
 def test_registry_names() -> None:
-    assert {"linear", "conv"} <= set(HEADS.names())
+    assert {"linear", "conv", "aspp", "hrnet"} <= set(HEADS.names())
     with pytest.raises(UnknownNameError, match="valid heads: .*conv.*linear"):
         HEADS.get("mlp")
 
@@ -66,3 +66,49 @@ def test_classification_head_pools_the_last_map() -> None:
     y = head(f)
     assert y.shape == (3, 10)
     assert torch.allclose(y, head.fc(f[-1].mean((-2, -1))))
+
+
+def test_aspp_head_is_deeplab_v3_as_vandenhende_et_al() -> None:
+    from mtlkit.models import DeepLabHead
+
+    head = DeepLabHead([16], 4)
+    branches = head.aspp.convs
+    assert len(branches) == 5  # 1x1, three atrous 3x3, image pooling
+    assert branches[0][0].kernel_size == (1, 1)
+    assert [b[0].dilation for b in branches[1:4]] == [(12, 12), (24, 24), (36, 36)]
+    assert [b[0].padding for b in branches[1:4]] == [(12, 12), (24, 24), (36, 36)]
+    assert isinstance(branches[4][0], torch.nn.AdaptiveAvgPool2d)
+    assert all(b[-2].num_features == 256 for b in branches)
+    assert head.aspp.project[0].in_channels == 5 * 256 and head.aspp.project[-1].p == 0.5
+    assert head.conv[0].kernel_size == (3, 3) and head.proj.in_channels == 256 and head.proj.out_channels == 4
+    head.eval()
+    x = torch.randn(2, 16, 5, 5)
+    pooled = branches[4](x)
+    assert pooled.shape == (2, 256, 5, 5) and torch.allclose(pooled, pooled[..., :1, :1].expand_as(pooled))
+    y = head([x], (20, 20))
+    assert y.shape == (2, 4, 20, 20)
+    # several maps: ASPP on their concatenation at the first map's size (our choice for multi-scale backbones)
+    multi = DeepLabHead([8, 8], 4).eval()
+    assert multi.aspp.convs[0][0].in_channels == 16
+    assert multi([torch.randn(1, 8, 4, 4), torch.randn(1, 8, 2, 2)], (8, 8)).shape == (1, 4, 8, 8)
+
+
+def test_hrnet_head_upsamples_concatenates_then_1x1_bn_relu_1x1() -> None:
+    from mtlkit.models import HRNetHead
+
+    head = HRNetHead([4, 8, 16], 3).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        head.conv[1].running_mean.uniform_(-1, 1)
+        head.conv[1].running_var.uniform_(0.5, 2)
+    f = [torch.randn(2, 4, 8, 8), torch.randn(2, 8, 4, 4), torch.randn(2, 16, 2, 2)]
+    up = [f[0]] + [F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False) for x in f[1:]]
+    conv, bn = head.conv[0], head.conv[1]
+    h = torch.cat(up, 1)
+    h = F.conv2d(h, conv.weight, conv.bias)
+    h = (h - bn.running_mean.view(1, -1, 1, 1)) / torch.sqrt(bn.running_var.view(1, -1, 1, 1) + bn.eps)
+    h = torch.relu(h * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1))
+    logits = F.conv2d(h, head.proj.weight, head.proj.bias)
+    expected = F.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False)
+    assert conv.in_channels == conv.out_channels == 28 and bn.momentum == 0.1
+    assert torch.allclose(head(f, (16, 16)), expected, atol=1e-5)

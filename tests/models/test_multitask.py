@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mtlkit import balancing
-from mtlkit.models import MultiTaskModel, VisionTransformer, build_model, vit_config
+from mtlkit.models import MultiTaskModel, build_backbone, build_model
 from mtlkit.models.heads import LinearHead
 from mtlkit.tasks import make_task
 
@@ -69,18 +69,21 @@ def test_shared_and_task_parameters_partition_all_parameters() -> None:
     assert set(last) == set(ids(model.backbone.blocks[-1].parameters())) | set(ids(model.backbone.norm.parameters()))
 
 
-class TokenBackbone(VisionTransformer):
+class TokenBackbone(nn.Module):
     """A backbone owning a per-task token (as DTME's task tokens): those are task-specific parameters."""
 
     def __init__(self, tasks: list[str]) -> None:
-        super().__init__(vit_config("micro", SIZE, depth=2))
-        self.task_tokens = nn.ParameterDict({t: nn.Parameter(torch.zeros(1, 1, self.embed_dim)) for t in tasks})
+        super().__init__()
+        self.base = build_backbone("micro", SIZE, depth=2)
+        self.out_channels = self.base.out_channels
+        d = self.base.embed_dim
+        self.task_tokens = nn.ParameterDict({t: nn.Parameter(torch.zeros(1, 1, d)) for t in tasks})
 
     def task_specific_parameters(self, task: str) -> list[nn.Parameter]:
         return [self.task_tokens[task]]
 
     def forward(self, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-        base = super().forward(x)
+        base = self.base(x)
         return {t: [f + tok.view(1, -1, 1, 1) for f in base] for t, tok in self.task_tokens.items()}
 
 

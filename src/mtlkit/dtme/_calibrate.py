@@ -85,14 +85,14 @@ def draw_batches(batches: Iterable[Batch], num_batches: int | None) -> Iterator[
             return
 
 
-def transformer_blocks(model: nn.Module) -> nn.ModuleList:
+def transformer_blocks(model: nn.Module) -> nn.ModuleList | nn.Sequential:
     """The blocks of ``model.backbone`` (or of ``model`` itself); errors name what is missing."""
     backbone = getattr(model, "backbone", model)
     blocks = getattr(backbone, "blocks", None)
-    if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+    if not isinstance(blocks, (nn.ModuleList, nn.Sequential)) or len(blocks) == 0:
         raise MtlkitError(
-            f"{type(backbone).__name__} exposes no transformer blocks; token-space analysis needs a backbone "
-            "with a `blocks` ModuleList whose blocks return (B, N, D) tokens"
+            f"{type(backbone).__name__} exposes no transformer blocks; token-space analysis needs a ViT backbone "
+            "with `blocks` (timm's nn.Sequential or a ModuleList) whose blocks return (B, N, D) tokens"
         )
     return blocks
 

@@ -17,7 +17,7 @@ call with shared weights (inference stays one pass for all tasks; the paper's Ap
 features of each head come from its own stream (features taken before the fork are shared).
 ``forward(x, tasks=[t])`` runs only the streams asked for (the per-task inference path).
 
-The wrapped :class:`~mtlkit.models.VisionTransformer` stays a submodule (``base``), so its parameters are
+The wrapped :class:`~mtlkit.models.ViTBackbone` stays a submodule (``base``), so its parameters are
 the same objects the optimizer already holds and its state-dict keys are the original ones under
 ``backbone.base.``; new modules live under ``backbone.modulators.<layer>`` / ``backbone.expanders.<layer>``,
 and Recon's copies replace ``base.blocks[<layer>]`` (``base.blocks.<layer>.copies.<task>``). The wrapper is

@@ -1,40 +1,46 @@
-"""Models: a timm-compatible ViT backbone, task heads, SharedBottom / MultiTaskModel and the model protocol."""
+"""Models: backbones from timm (every ViT is timm's VisionTransformer), task heads, SharedBottom /
+MultiTaskModel and the model protocol.
 
-from mtlkit.models._registry import BACKBONES, build_model
+Nothing here imports timm or torchvision at import time; they load when a backbone is built.
+"""
+
+from mtlkit.models._registry import BACKBONES, build_backbone, build_model, check_model
 from mtlkit.models._transforms import TRANSFORMS, apply_transforms
-from mtlkit.models.heads import HEADS, ClassificationHead, ConvHead, DenseHead, LinearHead
+from mtlkit.models.backbones import (
+    FAMILIES,
+    VIT_PRESETS,
+    FeatureBackbone,
+    ViTBackbone,
+    checkpoint_report,
+    vit_out_indices,
+)
+from mtlkit.models.heads import HEADS, ClassificationHead, ConvHead, DeepLabHead, DenseHead, HRNetHead, LinearHead
 from mtlkit.models.multitask import MultiTaskModel, SharedBottom
 from mtlkit.models.protocol import MultiTaskProtocol, has_features, run_model
-from mtlkit.models.vit import (
-    VIT_PRESETS,
-    Block,
-    VisionTransformer,
-    ViTConfig,
-    load_timm_checkpoint,
-    resize_pos_embed,
-    vit_config,
-)
 
 __all__ = [
     "BACKBONES",
+    "FAMILIES",
     "HEADS",
     "TRANSFORMS",
     "VIT_PRESETS",
-    "apply_transforms",
-    "Block",
     "ClassificationHead",
     "ConvHead",
+    "DeepLabHead",
     "DenseHead",
+    "FeatureBackbone",
+    "HRNetHead",
     "LinearHead",
     "MultiTaskModel",
     "MultiTaskProtocol",
     "SharedBottom",
     "has_features",
     "run_model",
-    "ViTConfig",
-    "VisionTransformer",
+    "ViTBackbone",
+    "apply_transforms",
+    "build_backbone",
     "build_model",
-    "load_timm_checkpoint",
-    "resize_pos_embed",
-    "vit_config",
+    "check_model",
+    "checkpoint_report",
+    "vit_out_indices",
 ]

@@ -81,10 +81,10 @@ def tiny_vit(size: int = 64, **kw) -> TimmViT:
 
 
 def mtlkit_vit(size: int = 64):
-    """mtlkit's own ViT (micro preset: 128 wide, 6 blocks, 8x8 patches)."""
-    from mtlkit.models import VisionTransformer, vit_config
+    """mtlkit's ViT backbone (the micro preset, a timm VisionTransformer: 128 wide, 8x8 patches; 4 blocks here)."""
+    from mtlkit.models import build_backbone
 
-    return VisionTransformer(vit_config("micro", size, depth=4))
+    return build_backbone("micro", size, depth=4)
 
 
 def make_tasks(channels: dict[str, int]) -> dict:
