@@ -22,7 +22,8 @@ def test_features_after_the_fork_are_the_last_shared_tokens():
     ds = build_dataset("tiny-random", "train", tasks=["semseg", "depth"], image_size=16, n=4)
     tasks = ds.make_tasks()
     torch.manual_seed(0)
-    model = apply_dtme(tiny_vit(tasks), {"version": 2, "tasks": list(tasks), "tm_layers": [1], "te_layers": [1], "tokens": 2})
+    spec = {"version": 2, "tasks": list(tasks), "tm_layers": [1], "te_layers": [1], "tokens": 2}
+    model = apply_dtme(tiny_vit(tasks), spec)
     x = torch.stack([ds[i]["image"] for i in range(4)])
     out, feats = run_model(model, x)
     assert isinstance(feats, dict)  # forked: one feature list per task
