@@ -33,9 +33,20 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from mtlkit.balancing._base import BALANCERS, Balancer, need_tasks, place, resolve_shared
+from mtlkit.balancing._base import (
+    BALANCERS,
+    Balancer,
+    clip_unscaled,
+    grad_scale_of,
+    need_tasks,
+    place,
+    resolve_shared,
+    scaled,
+    solver_view,
+)
 from mtlkit.balancing._grads import TaskGradients, finite_rows, gramian_stats
 from mtlkit.balancing._minnorm import min_norm_weights
+from mtlkit.balancing._nashsolve import nash_weights
 from mtlkit.errors import MtlkitError
 
 HEADS = ("own", "weights")
@@ -113,11 +124,14 @@ class JacobianAggregator(Balancer):
 
     def backward(self, losses, shared=None, features=None, **context):
         self._check_tasks(losses)
-        values = self.transform_losses([losses[t] for t in self.tasks])
+        scale = grad_scale_of(self.name, context)
+        values = [scaled(v, scale) for v in self.transform_losses([losses[t] for t in self.tasks])]
         tg = TaskGradients(values, features, self.chunk_size)
         params = resolve_shared(self.name, shared, context) if self.on == "params" else None
-        jac = (tg.jacobian(params) if params is not None else tg.feature_jacobian()).detach()
-        jac, gramian, finite = finite_rows(jac)
+        raw = solver_view((tg.jacobian(params) if params is not None else tg.feature_jacobian()).detach(), scale)
+        jac, gramian, finite = finite_rows(raw)
+        if scale is not None and not bool(finite.all()):
+            return self._overflow(tg, params, raw, finite, context)
         skip = [i for i, f in enumerate(finite.tolist()) if not f]
         fallback, err = 0, ""
         t0 = time.perf_counter()
@@ -142,6 +156,8 @@ class JacobianAggregator(Balancer):
                                                                  for i, x in enumerate(w.tolist())]
         clip_params = (resolve_shared(f"{self.name} (max_norm clipping; max_norm=0 turns it off)", shared, context)
                        if self.max_norm > 0 else None)
+        if scale is not None:
+            combined = combined * scale  # .grad holds the scaled update, as GradScaler expects
         if params is not None:
             tg.backward_aggregated(params, combined, skip=skip, head_weights=head_w)
         else:
@@ -155,12 +171,24 @@ class JacobianAggregator(Balancer):
             "aggregate_ms": agg_ms,  # the aggregator's own cost (solvers), for the log
         }
         if clip_params is not None:  # the official code: clip_grad_norm_(shared_parameters, max_norm)
-            norm = float(torch.nn.utils.clip_grad_norm_(clip_params, self.max_norm))
+            norm = clip_unscaled(clip_params, self.max_norm, scale)
             info["update_norm"] = norm
             info["clip"] = min(1.0, self.max_norm / (norm + 1e-6))
         if skip:
             info["nonfinite_tasks"] = [self.tasks[i] for i in skip]
         return info
+
+    def _overflow(self, tg, params, raw, finite, context) -> dict[str, Any]:
+        """A non-finite per-task gradient under a GradScaler is an overflow of the scale: no decision is made
+        (the method's state is untouched) and the sum of the task gradients, non-finite, goes into ``.grad``,
+        so ``scaler.step`` skips the step and ``scaler.update`` lowers S."""
+        combined = raw.sum(0) * grad_scale_of(self.name, context)  # non-finite: the scaler sees the overflow
+        if params is not None:
+            tg.backward_aggregated(params, combined)
+        else:
+            tg.backward_features(combined)
+        return {"weights": dict.fromkeys(self.tasks, 1.0), "overflow": 1, "fallback": 0,
+                "nonfinite_tasks": [t for t, f in zip(self.tasks, finite.tolist(), strict=True) if not f]}
 
     def state_dict(self):
         return {**super().state_dict(), "fallbacks": self.fallbacks}
@@ -429,33 +457,45 @@ class AlignedMTL(JacobianAggregator):
 
 @BALANCERS.register("nash_mtl")
 class NashMTL(JacobianAggregator):
-    """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution, weights α with (J Jᵀ) α = 1/α,
-    by the official sequence of convex approximations (cvxpy / ECOS; TorchJD ``NashMTL``, defaults of the
-    official AvivNavon/nash-mtl ``methods/weight_methods.py``: ``optim_niter`` 20, stop at
-    ||Gα - 1/α|| < 1e-3). The update is Jᵀα, then the shared gradient is clipped to ``max_norm`` (1.0) by
+    """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution, weights α with (J Jᵀ) α = 1/α.
+    ``solver="newton"`` (default): Newton on that equation from the previous step's α (:mod:`._nashsolve`;
+    within float64 round-off of the point, < 1 ms); ``solver="official"``: the official sequence of convex
+    approximations (cvxpy / ECOS; TorchJD ``NashMTL``, defaults of the official AvivNavon/nash-mtl
+    ``methods/weight_methods.py``: ``optim_niter`` 20, stop at ||Gα - 1/α|| < 1e-3), which is also the
+    fallback when Newton does not converge (a singular G). ``update_weights_every`` k reuses α for k steps
+    as the official code. The update is Jᵀα, then the shared gradient is clipped to ``max_norm`` (1.0) by
     ``clip_grad_norm_`` as the official ``NashMTL.backward``; the logged weights are α (before clipping).
     ``heads="weights"`` gives the heads α_t ∇L_t as the official code."""
 
     name = "nash_mtl"
     paper = "Navon et al., ICML 2022"
-    options = {"max_norm": 1.0, "update_weights_every": 1, "optim_niter": 20, "on": "params", "heads": "own",
-               "chunk_size": None}
+    options = {"max_norm": 1.0, "update_weights_every": 1, "optim_niter": 20, "solver": "newton", "on": "params",
+               "heads": "own", "chunk_size": None}
     requires = ("cvxpy", "ecos")
 
     def __init__(self, tasks=None, max_norm: float = 1.0, update_weights_every: int = 1, optim_niter: int = 20,
-                 on=None, heads: str = "own", chunk_size=None) -> None:
+                 solver: str = "newton", on=None, heads: str = "own", chunk_size=None) -> None:
         super().__init__(tasks, on, chunk_size, heads)
         if not max_norm >= 0:
             raise MtlkitError(f"nash_mtl: max_norm must be >= 0 (0: no clipping), got {max_norm}")
+        if solver not in ("newton", "official"):
+            raise MtlkitError(f"nash_mtl: solver must be 'newton' or 'official' (cvxpy), got {solver!r}")
+        if int(update_weights_every) < 1:
+            raise MtlkitError(f"nash_mtl: update_weights_every must be >= 1, got {update_weights_every}")
         self.max_norm, self.every, self.niter = float(max_norm), int(update_weights_every), int(optim_niter)
+        self.solver = solver
         self._pending_state: dict[str, Any] | None = None
+        self._alpha: Tensor | None = None  # newton: the last α (float64, CPU) and the number of calls
+        self._step = 0
 
     def make_aggregator(self, n_tasks):
         from torchjd.aggregation import NashMTL as _NashMTL
 
-        # clipping is ours, on the shared gradient after the backward (the official place and formula)
-        agg = _NashMTL(n_tasks=n_tasks, max_norm=0.0, update_weights_every=self.every, optim_niter=self.niter)
-        if self._pending_state is not None:
+        # clipping is ours, on the shared gradient after the backward (the official place and formula); with
+        # solver=newton this is only the fallback and solves every time it is asked
+        every = self.every if self.solver == "official" else 1
+        agg = _NashMTL(n_tasks=n_tasks, max_norm=0.0, update_weights_every=every, optim_niter=self.niter)
+        if self._pending_state is not None and self.solver == "official":
             import numpy as np
 
             wt = agg.weighting
@@ -466,21 +506,47 @@ class NashMTL(JacobianAggregator):
             self._pending_state = None
         return agg
 
-    def aggregate(self, jac, gramian):
+    def _official(self, jac: Tensor, gramian: Tensor) -> tuple[Tensor, Tensor]:
         with warnings.catch_warnings():  # cvxpy: "not DPP" (the official problem formulation; harmless)
             warnings.filterwarnings("ignore", message=".*not DPP.*")
             return super().aggregate(jac, gramian)
 
+    def aggregate(self, jac, gramian):
+        if self.solver == "official":
+            return self._official(jac, gramian)
+        if self._pending_state is not None:
+            self._alpha = torch.tensor(self._pending_state["prvs_alpha"], dtype=torch.float64)
+            self._step = int(self._pending_state["step"])
+            self._pending_state = None
+        if self._step % self.every == 0 or self._alpha is None:
+            alpha = nash_weights(gramian, self._alpha)
+            if alpha is None:  # no positive solution found: the official iteration from the same start
+                import numpy as np
+
+                wt = self.aggregator.weighting
+                if self._alpha is not None:
+                    wt.prvs_alpha = self._alpha.numpy().copy()
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*not DPP.*")
+                    alpha = torch.from_numpy(np.asarray(wt(jac.detach().double().cpu()), dtype=np.float64))
+            self._alpha = alpha.detach().to(torch.float64).cpu()
+        self._step += 1
+        w = self._alpha.to(device=jac.device, dtype=jac.dtype)
+        return w @ jac, w
+
     def state_dict(self):
         state = super().state_dict()
-        if self._agg is not None:
+        if self.solver == "newton":
+            if self._alpha is not None:
+                state["nash"] = {"prvs_alpha": [float(x) for x in self._alpha], "step": float(self._step)}
+        elif self._agg is not None:
             wt = self._agg.weighting
             state["nash"] = {"prvs_alpha": [float(x) for x in wt.prvs_alpha], "step": float(wt.step)}
         return state
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self._agg = None
+        self._agg, self._alpha, self._step = None, None, 0
         self._pending_state = state.get("nash")
 
 
