@@ -12,6 +12,9 @@ JSON too, and ``spread`` is the interquartile range over the median (the noise o
   the naive per-task-gradient step, the bound Jacobian methods must not exceed.
 - ``nash_mtl [official]``: Nash-MTL with the official cvxpy solver, beside the default warm-started Newton
   solve of the same equation (``agg ms`` is the solver's wall time per step).
+- ``[autogram]``: every aggregator whose weights come from the Gramian J Jᵀ, with ``engine="autogram"``
+  (TorchJD's Gramian engine hooked on the backbone, then one backward of Σ w_t L_t) beside the default
+  Jacobian path.
 - for every method that differentiates per task with respect to parameters (aggregators with
   ``on=params``, AvgNorm, GradNorm) a second timing with the per-task backbone gradients batched in one
   ``vmap`` call (``chunk_size=T``) beside the default (a loop of T backbone backward passes on CPU,
@@ -80,6 +83,8 @@ class Runner:
             params = list(self.model.parameters())
         else:
             self.balancer = balancing.get(method, tasks=list(self.tasks), **options)
+            if options.get("engine") == "autogram":
+                self.balancer.setup(model=self.model)  # hooks the backbone before the first forward
             params = list(self.model.parameters()) + self.balancer.parameters()
         self.opt = torch.optim.Adam(params, lr=1e-5)
         self.strategy = strategies.Joint()
@@ -141,6 +146,8 @@ def runner_specs(args: argparse.Namespace) -> list[tuple[str, str | None, dict[s
             issubclass(cls, balancing.JacobianAggregator) and cls.default_on == "params")
         if per_param and args.vmap:
             specs.append((f"{n} [vmap]", n, {"chunk_size": len(TASKS)}, cls.kind))
+        if args.autogram and "engine" in cls.options and cls.default_on == "params":
+            specs.append((f"{n} [autogram]", n, {"engine": "autogram"}, cls.kind))
         if n == "famo":  # the default re-computes the losses after the step (one more forward); "next" does not
             specs.append(("famo [next]", n, {"update": "next"}, cls.kind))
     specs.insert(1, (NAIVE, None, {}, "reference"))
@@ -191,6 +198,8 @@ def main() -> int:
     ap.add_argument("--methods", help="comma-separated subset (equal is always included)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-vmap", dest="vmap", action="store_false", help="skip the batched-Jacobian rows")
+    ap.add_argument("--no-autogram", dest="autogram", action="store_false",
+                    help="skip the rows with TorchJD's Gramian engine (engine=autogram)")
     ap.add_argument("--no-memory", dest="memory", action="store_false")
     ap.add_argument("--out", default="benchmarks/results/step_overhead.json")
     args = ap.parse_args()

@@ -50,6 +50,7 @@ from mtlkit.balancing._nashsolve import nash_weights
 from mtlkit.errors import MtlkitError
 
 HEADS = ("own", "weights")
+ENGINES = ("jacobian", "autogram")
 SCALES = ("sum", "mean")
 
 
@@ -71,7 +72,8 @@ class JacobianAggregator(Balancer):
     #: the method returns weights w with update Jᵀw (``heads="weights"`` is possible)
     has_weights: ClassVar[bool] = True
 
-    def __init__(self, tasks=None, on: str | None = None, chunk_size: int | None = None, heads: str = "own") -> None:
+    def __init__(self, tasks=None, on: str | None = None, chunk_size: int | None = None, heads: str = "own",
+                 engine: str = "jacobian") -> None:
         super().__init__(tasks)
         on = on or self.default_on
         if on not in ("params", "features"):
@@ -81,7 +83,15 @@ class JacobianAggregator(Balancer):
                               f"/ IMTL-G code), got {heads!r}")
         if heads == "weights" and not self.has_weights:
             raise MtlkitError(f"{self.name}: has no task weights, so heads='weights' does not apply; use heads=own")
-        self.on, self.chunk_size, self.heads = on, chunk_size, heads
+        if engine not in ENGINES:
+            raise MtlkitError(f"{self.name}: engine must be 'jacobian' or 'autogram', got {engine!r}")
+        if engine == "autogram" and not (self.has_weights and on == "params"):
+            raise MtlkitError(f"{self.name}: engine=autogram needs weights from the Gramian of the parameters' "
+                              "Jacobian (on=params); use engine=jacobian")
+        self.on, self.chunk_size, self.heads, self.engine = on, chunk_size, heads, engine
+        self._engine: Any = None  # torchjd.autogram.Engine (engine=autogram), hooked on the model's backbone
+        self._engine_root: nn.Module | None = None
+        self._engine_failed = False
         #: > 0: clip the shared parameters' gradient norm after the backward (official clip_grad_norm_)
         self.max_norm = 0.0
         self._agg: Any = None
@@ -128,6 +138,8 @@ class JacobianAggregator(Balancer):
         values = [scaled(v, scale) for v in self.transform_losses([losses[t] for t in self.tasks])]
         tg = TaskGradients(values, features, self.chunk_size)
         params = resolve_shared(self.name, shared, context) if self.on == "params" else None
+        if self.engine == "autogram" and self._autogram_ready(params, context):
+            return self._autogram_backward(tg, values, params, scale, shared, context)
         raw = solver_view((tg.jacobian(params) if params is not None else tg.feature_jacobian()).detach(), scale)
         jac, gramian, finite = finite_rows(raw)
         if scale is not None and not bool(finite.all()):
@@ -178,6 +190,105 @@ class JacobianAggregator(Balancer):
             info["nonfinite_tasks"] = [self.tasks[i] for i in skip]
         return info
 
+    # ------------------------------------------------------------------ engine=autogram
+    def setup(self, *, epoch_iters: int | None = None, model: nn.Module | None = None) -> None:
+        """With ``engine="autogram"`` and a ``model``: hook TorchJD's Gramian engine on it now, so that the first
+        step already uses it (hooks must see the forward; without this call they are added at the first
+        ``backward`` that gets ``model=`` in its context, and that step uses the Jacobian)."""
+        if self.engine == "autogram" and model is not None:
+            self._make_engine(model, None)
+
+    def _make_engine(self, model: nn.Module, params: list[nn.Parameter] | None) -> None:
+        """TorchJD's ``Engine`` on ``model.backbone`` (or the model): it hooks the highest modules that own
+        parameters directly. The hooked parameters must be the shared ones, else the Jacobian path stays."""
+        from torchjd.autogram import Engine
+
+        root = getattr(model, "backbone", model)
+        if self._engine is not None and self._engine_root is root:
+            return
+        self._engine, self._engine_root, self._engine_failed = None, root, False
+        covered = {id(p) for p in root.parameters() if p.requires_grad}
+        if params is not None and covered != {id(p) for p in params}:
+            warnings.warn(f"{self.name}: engine=autogram hooks {type(root).__name__}, whose parameters are not the "
+                          "shared ones; using the Jacobian", RuntimeWarning, stacklevel=3)
+            self._engine_failed = True
+            return
+        try:
+            self._engine = Engine(root, batch_dim=None)
+        except (ValueError, TypeError) as e:
+            warnings.warn(f"{self.name}: TorchJD's autogram engine refuses this model ({e}); using the Jacobian",
+                          RuntimeWarning, stacklevel=3)
+            self._engine_failed = True
+
+    def _autogram_ready(self, params, context) -> bool:
+        model = context.get("model")
+        if model is not None and getattr(model, "backbone", model) is not self._engine_root:
+            self._make_engine(model, params)  # hooks see the next forward, not this one
+            return False
+        return self._engine is not None and not self._engine_failed
+
+    def _autogram_backward(self, tg, values, params, scale, shared, context) -> dict[str, Any]:
+        """Weights from the Gramian that TorchJD's engine accumulates layer by layer (the Jacobian is never
+        whole in memory), then one backward of Σ_t w_t L_t into the shared parameters. Split at the features,
+        the per-task objectives differentiated are ⟨∂L_t/∂z, z⟩ (same backbone gradients as L_t, the heads
+        untouched); heads and other parameters get what :meth:`TaskGradients.backward_aggregated` gives."""
+        t = len(values)
+        if tg.split:
+            stacked, _ = tg._head_pass()
+            rows = torch.stack([sum((s[i] * f).sum() for s, f in zip(stacked, tg.features, strict=True))
+                                for i in range(t)])
+        else:
+            rows = torch.stack([v.reshape(()) for v in values])
+        gramian = self._engine.compute_gramian(rows).detach()
+        gramian = gramian.to(torch.float64 if gramian.dtype == torch.float64 else torch.float32)
+        if scale is not None:
+            gramian = gramian / (scale * scale)
+        finite = torch.isfinite(gramian.diagonal())
+        if scale is not None and not bool(finite.all()):  # overflow: no decision, the scaler skips the step
+            torch.autograd.backward(list(rows), [torch.ones_like(r) for r in rows], inputs=params, retain_graph=True)
+            tg.backward_aggregated(params, None)
+            return {"weights": dict.fromkeys(self.tasks, 1.0), "overflow": 1, "fallback": 0, "engine": "autogram",
+                    "nonfinite_tasks": [n for n, f in zip(self.tasks, finite.tolist(), strict=True) if not f]}
+        keep = finite[:, None] & finite[None, :]
+        gramian = torch.where(keep, gramian, torch.zeros_like(gramian))
+        skip = [i for i, f in enumerate(finite.tolist()) if not f]
+        fallback, err, w = 0, "", None
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad():
+                _, w = self.aggregate(gramian_factor(gramian), gramian)
+            if w is None or not bool(torch.isfinite(w).all()):
+                err = "non-finite result"
+        except Exception as e:  # a solver failure must never end the run
+            err = f"{type(e).__name__}: {e}"
+        agg_ms = 1000.0 * (time.perf_counter() - t0)
+        if err:
+            fallback = 1
+            self.fallbacks += 1
+            warnings.warn(f"{self.name}: aggregation failed ({err}); equal weights for this step",
+                          RuntimeWarning, stacklevel=3)
+            w = finite.to(gramian.dtype)
+        active = [i for i in range(t) if i not in skip and float(w[i]) != 0.0]
+        if active:  # the rows hold the scaled losses: this writes S times the update under a GradScaler
+            torch.autograd.backward([rows[i] for i in active], [w[i].to(rows.dtype) for i in active],
+                                    inputs=params, retain_graph=True)
+        head_w = None if self.heads == "own" else [0.0 if i in skip else float(x) for i, x in enumerate(w.tolist())]
+        tg.backward_aggregated(params, None, skip=skip, head_weights=head_w)
+        stats = gramian_stats(gramian)
+        info: dict[str, Any] = {
+            "weights": dict(zip(self.tasks, w.tolist(), strict=True)),
+            "grad_norms": dict(zip(self.tasks, stats["norms"].tolist(), strict=True)),
+            "conflicts": stats["conflicts"], "fallback": fallback, "aggregate_ms": agg_ms, "engine": "autogram",
+        }
+        if self.max_norm > 0:
+            clip_params = resolve_shared(f"{self.name} (max_norm clipping; max_norm=0 turns it off)", shared, context)
+            norm = clip_unscaled(clip_params, self.max_norm, scale)
+            info["update_norm"] = norm
+            info["clip"] = min(1.0, self.max_norm / (norm + 1e-6))
+        if skip:
+            info["nonfinite_tasks"] = [self.tasks[i] for i in skip]
+        return info
+
     def _overflow(self, tg, params, raw, finite, context) -> dict[str, Any]:
         """A non-finite per-task gradient under a GradScaler is an overflow of the scale: no decision is made
         (the method's state is untouched) and the sum of the task gradients, non-finite, goes into ``.grad``,
@@ -198,6 +309,15 @@ class JacobianAggregator(Balancer):
         self.fallbacks = int(state.get("fallbacks", 0))
 
 
+def gramian_factor(gramian: Tensor) -> Tensor:
+    """A T×T matrix L with L Lᵀ = G (from the eigendecomposition, negative round-off clipped): T "virtual
+    gradients" with the Gramian of the real ones, so every Gramian-based aggregator yields the same weights
+    from it as from the Jacobian (engine=autogram, where only G exists)."""
+    g = gramian.detach().to(torch.float64)
+    lam, v = torch.linalg.eigh(0.5 * (g + g.T))
+    return (v * lam.clamp_min(0).sqrt()).to(gramian.dtype)
+
+
 # ------------------------------------------------------------------------------ TorchJD wrappers
 @BALANCERS.register("mgda")
 class MGDA(JacobianAggregator):
@@ -214,11 +334,12 @@ class MGDA(JacobianAggregator):
     name = "mgda"
     paper = "Sener & Koltun, NeurIPS 2018"
     options = {"on": "params", "solver": "exact", "epsilon": 0.001, "max_iters": 100, "heads": "own",
+               "engine": "jacobian",
                "chunk_size": None}
 
     def __init__(self, tasks=None, on=None, solver: str = "exact", epsilon: float = 0.001, max_iters: int = 100,
-                 heads: str = "own", chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+                 heads: str = "own", chunk_size=None, engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
         if solver not in ("exact", "frank_wolfe"):
             raise MtlkitError(f"{self.name}: solver must be 'exact' or 'frank_wolfe', got {solver!r}")
         self.solver, self.epsilon, self.max_iters = solver, float(epsilon), int(max_iters)
@@ -255,11 +376,12 @@ class PCGrad(JacobianAggregator):
 
     name = "pcgrad"
     paper = "Yu et al., NeurIPS 2020"
-    options = {"on": "params", "heads": "own", "chunk_size": None}
+    options = {"on": "params", "heads": "own", "engine": "jacobian", "chunk_size": None}
     order_invariant = False
 
-    def __init__(self, tasks=None, on=None, heads: str = "own", chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+    def __init__(self, tasks=None, on=None, heads: str = "own", chunk_size=None,
+                 engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
 
     def make_aggregator(self, n_tasks):
         from torchjd.aggregation import PCGrad as _PCGrad
@@ -279,12 +401,13 @@ class CAGrad(JacobianAggregator):
 
     name = "cagrad"
     paper = "Liu et al., NeurIPS 2021"
-    options = {"c": 0.4, "rescale": 1, "scale": "sum", "on": "params", "heads": "own", "chunk_size": None}
+    options = {"c": 0.4, "rescale": 1, "scale": "sum", "on": "params", "heads": "own", "engine": "jacobian",
+               "chunk_size": None}
     requires = ("cvxpy", "clarabel")
 
     def __init__(self, tasks=None, c: float = 0.4, rescale: int = 1, scale: str = "sum", on=None,
-                 heads: str = "own", chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+                 heads: str = "own", chunk_size=None, engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
         if c < 0 or rescale not in (0, 1, 2):
             raise MtlkitError(f"cagrad: need c >= 0 and rescale in 0, 1, 2; got c={c}, rescale={rescale}")
         self.c, self.rescale, self.scale = float(c), int(rescale), _check_scale(self.name, scale)
@@ -385,10 +508,11 @@ class IMTL(JacobianAggregator):
 
     name = "imtl"
     paper = "Liu et al., ICLR 2021"
-    options = {"loss_scale": True, "on": "params", "heads": "own", "chunk_size": None}
+    options = {"loss_scale": True, "on": "params", "heads": "own", "engine": "jacobian", "chunk_size": None}
 
-    def __init__(self, tasks=None, loss_scale: bool = True, on=None, heads: str = "own", chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+    def __init__(self, tasks=None, loss_scale: bool = True, on=None, heads: str = "own", chunk_size=None,
+                 engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
         self.loss_scale = bool(loss_scale)
         self.scales = nn.Parameter(torch.zeros(len(tasks))) if (tasks is not None and self.loss_scale) else None
 
@@ -434,11 +558,12 @@ class AlignedMTL(JacobianAggregator):
 
     name = "aligned_mtl"
     paper = "Senushkin et al., CVPR 2023"
-    options = {"scale_mode": "min", "scale": "sum", "on": "params", "heads": "own", "chunk_size": None}
+    options = {"scale_mode": "min", "scale": "sum", "on": "params", "heads": "own", "engine": "jacobian",
+               "chunk_size": None}
 
     def __init__(self, tasks=None, scale_mode: str = "min", scale: str = "sum", on=None, heads: str = "own",
-                 chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+                 chunk_size=None, engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
         if scale_mode not in ("min", "median", "rmse"):
             raise MtlkitError(f"aligned_mtl: scale_mode must be min, median or rmse, got {scale_mode!r}")
         self.scale_mode, self.scale = scale_mode, _check_scale(self.name, scale)
@@ -470,12 +595,13 @@ class NashMTL(JacobianAggregator):
     name = "nash_mtl"
     paper = "Navon et al., ICML 2022"
     options = {"max_norm": 1.0, "update_weights_every": 1, "optim_niter": 20, "solver": "newton", "on": "params",
-               "heads": "own", "chunk_size": None}
+               "heads": "own", "engine": "jacobian", "chunk_size": None}
     requires = ("cvxpy", "ecos")
 
     def __init__(self, tasks=None, max_norm: float = 1.0, update_weights_every: int = 1, optim_niter: int = 20,
-                 solver: str = "newton", on=None, heads: str = "own", chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+                 solver: str = "newton", on=None, heads: str = "own", chunk_size=None,
+                 engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
         if not max_norm >= 0:
             raise MtlkitError(f"nash_mtl: max_norm must be >= 0 (0: no clipping), got {max_norm}")
         if solver not in ("newton", "official"):
@@ -564,11 +690,13 @@ class FairGrad(JacobianAggregator):
     name = "fairgrad"
     paper = "Ban & Ji, ICML 2024"
     options = {"alpha": 1.0, "max_iters": None, "scale": "sum", "max_norm": 1.0, "on": "params", "heads": "own",
+               "engine": "jacobian",
                "chunk_size": None}
 
     def __init__(self, tasks=None, alpha: float = 1.0, max_iters: int | None = None, scale: str = "sum",
-                 max_norm: float = 1.0, on=None, heads: str = "own", chunk_size=None):
-        super().__init__(tasks, on, chunk_size, heads)
+                 max_norm: float = 1.0, on=None, heads: str = "own", chunk_size=None,
+                 engine: str = "jacobian"):
+        super().__init__(tasks, on, chunk_size, heads, engine)
         if not alpha > 0:
             raise MtlkitError(f"fairgrad: alpha must be > 0, got {alpha}")
         if not max_norm >= 0:
@@ -627,7 +755,7 @@ class UPGrad(JacobianAggregator):
 
     name = "upgrad"
     paper = "Quinton & Rey, arXiv 2406.16232"
-    options = {"on": "params", "heads": "own", "chunk_size": None}
+    options = {"on": "params", "heads": "own", "engine": "jacobian", "chunk_size": None}
     requires = ("qpsolvers", "quadprog")
 
     def make_aggregator(self, n_tasks):
@@ -644,7 +772,7 @@ class DualProj(JacobianAggregator):
 
     name = "dualproj"
     paper = "Lopez-Paz & Ranzato, NeurIPS 2017 / Quinton & Rey 2024"
-    options = {"on": "params", "heads": "own", "chunk_size": None}
+    options = {"on": "params", "heads": "own", "engine": "jacobian", "chunk_size": None}
     requires = ("qpsolvers", "quadprog")
 
     def make_aggregator(self, n_tasks):
@@ -661,11 +789,12 @@ class GradVac(JacobianAggregator):
 
     name = "gradvac"
     paper = "Wang et al., ICLR 2021"
-    options = {"beta": 0.5, "on": "params", "heads": "own", "chunk_size": None}
+    options = {"beta": 0.5, "on": "params", "heads": "own", "engine": "jacobian", "chunk_size": None}
     order_invariant = False
 
-    def __init__(self, tasks=None, beta: float = 0.5, on=None, heads: str = "own", chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+    def __init__(self, tasks=None, beta: float = 0.5, on=None, heads: str = "own", chunk_size=None,
+                 engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
         if not 0 <= beta <= 1:
             raise MtlkitError(f"gradvac: beta must be in [0, 1], got {beta}")
         self.beta = float(beta)

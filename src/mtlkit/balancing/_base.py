@@ -84,10 +84,11 @@ class Balancer(ABC):
         backbone that forks per task (DTME, Recon); the trainer refuses that combination before training."""
         return False
 
-    def setup(self, *, epoch_iters: int | None = None) -> None:  # noqa: B027  (most methods need nothing)
+    def setup(self, *, epoch_iters: int | None = None, model: nn.Module | None = None) -> None:  # noqa: B027
         """Called once by the trainer before training: ``epoch_iters`` is the number of iterations of one epoch
-        of the training set (DWA's period). A user loop may call it too; without it methods use the fallback
-        their docstring names."""
+        of the training set (DWA's period); ``model`` the model about to be trained (aggregators with
+        ``engine="autogram"`` hook it before its first forward). A user loop may call it too; without it
+        methods use the fallback their docstring names."""
 
     def report(self) -> dict[str, Any]:
         """What the method learned over the whole run, for ``metrics.json`` (``"method_report"``); e.g.

@@ -337,12 +337,13 @@ class TaskGradients:
     def backward_aggregated(
         self,
         shared: Sequence[Tensor],
-        combined: Tensor,
+        combined: Tensor | None,
         skip: Sequence[int] = (),
         head_weights: Sequence[float] | None = None,
     ) -> None:
         """``.grad`` of ``shared`` += ``combined`` (flat; taken over: where ``.grad`` is None its slices become
-        the gradients, without a copy); every other parameter gets ``∇ Σ_t L_t``.
+        the gradients, without a copy; None: the shared gradients are already written); every other parameter
+        gets ``∇ Σ_t L_t``.
 
         Task-specific parameters (heads; DTME's per-task backbone parameters) thus get their own task's
         unweighted gradient, as TorchJD's ``mtl_backward`` and the official CAGrad / PCGrad code do; with
@@ -353,7 +354,7 @@ class TaskGradients:
         shared = list(shared)
         shared_ids = {id(p) for p in shared}
         offset = 0
-        for p in shared:
+        for p in shared if combined is not None else []:
             n = p.numel()
             _accumulate(p, combined[offset: offset + n].view_as(p).to(p.dtype))
             offset += n

@@ -107,7 +107,7 @@ class DynamicWeightAverage(WeightedSum):
         self.history: list[list[float]] = []  # mean losses of the last two complete periods
         self.current: list[float] | None = None
 
-    def setup(self, *, epoch_iters: int | None = None) -> None:
+    def setup(self, *, epoch_iters: int | None = None, model=None) -> None:
         if self.window_option == "epoch" and epoch_iters is not None:
             if int(epoch_iters) < 1:
                 raise MtlkitError(f"dwa: the epoch must have at least one iteration, got {epoch_iters}")
