@@ -18,6 +18,11 @@ backbone: cheaper (no Jacobian of the backbone), valid when every head reads the
 ``max_norm`` (Nash-MTL, FairGrad) clips the shared parameters' gradient after the backward, exactly as the
 official code's ``torch.nn.utils.clip_grad_norm_(shared_parameters, max_norm)``.
 
+``engine="autogram"`` (every aggregator whose weights depend only on J Jᵀ): TorchJD's Gramian engine
+(``torchjd.autogram.Engine``, hooked on the model's backbone by ``setup(model=...)``) accumulates the Gramian
+without holding J, the weights come from it and one backward of Σ_t w_t L_t writes the update. Slower and
+no lighter than the Jacobian on CPU for mtlkit's ViT (``docs/balancing-speed.md``), hence not the default.
+
 Numerical safety: a row of J that is not finite (that task's gradient) is zeroed and the task sits out
 the step (``nonfinite_tasks`` in the log); an aggregator that raises or returns a non-finite result is
 replaced by equal weights for that step with a warning (``fallback`` = 1 in the log).
@@ -584,7 +589,7 @@ class AlignedMTL(JacobianAggregator):
 class NashMTL(JacobianAggregator):
     """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution, weights α with (J Jᵀ) α = 1/α.
     ``solver="newton"`` (default): Newton on that equation from the previous step's α (:mod:`._nashsolve`;
-    within float64 round-off of the point, < 1 ms); ``solver="official"``: the official sequence of convex
+    within float64 round-off of the point, ~0.5 ms); ``solver="official"``: the official sequence of convex
     approximations (cvxpy / ECOS; TorchJD ``NashMTL``, defaults of the official AvivNavon/nash-mtl
     ``methods/weight_methods.py``: ``optim_niter`` 20, stop at ||Gα - 1/α|| < 1e-3), which is also the
     fallback when Newton does not converge (a singular G). ``update_weights_every`` k reuses α for k steps
