@@ -96,8 +96,8 @@ def test_feature_jacobian_needs_shared_features(model, tasks):
     torch.testing.assert_close(jz, ref)
 
 
-@pytest.mark.parametrize("which", ["last", "all"])
-def test_cut_backward_reuses_the_rows_and_equals_the_weighted_backward(model, tasks, which):
+@pytest.mark.parametrize("which,chunk_size", [("last", None), ("all", None), ("last", 4), ("last", 3)])
+def test_cut_backward_reuses_the_rows_and_equals_the_weighted_backward(model, tasks, which, chunk_size):
     """cut_jacobian + backward_weighted_cut (the last layer not differentiated again) gives the same Jacobian
     and the same gradients on every parameter as jacobian + backward_weighted."""
     batch = make_batch()
@@ -110,7 +110,7 @@ def test_cut_backward_reuses_the_rows_and_equals_the_weighted_backward(model, ta
     ref = all_grads(model)
     model.zero_grad(set_to_none=True)
     losses, feats = forward_losses(model, tasks, batch)
-    tg = TaskGradients(list(losses.values()), feats)
+    tg = TaskGradients(list(losses.values()), feats, chunk_size=chunk_size)  # 3, 4: batched (vmap) chunks
     jac = tg.cut_jacobian(params_of())
     assert tg._cut is not None  # the ViT has a clean cut below its last block
     tg.backward_weighted_cut(w)

@@ -259,13 +259,33 @@ class TaskGradients:
         t = len(self.losses)
         n = sum(p.numel() for p in params)
         out = torch.empty(t, n, dtype=params[0].dtype, device=params[0].device)
-        extra_rows: list[list[Tensor | None]] = []
-        edge_rows: list[list[Tensor | None]] = []
-        for i in range(t):
-            g = torch.autograd.grad(roots, inputs, [s[i] for s in grads], retain_graph=True, allow_unused=True)
-            _write_rows(out, i, g[: len(params)], params)
-            extra_rows.append(list(g[len(params): len(params) + len(cut.extra)]))
-            edge_rows.append(list(g[len(params) + len(cut.extra):]))
+        extra_rows: list[list[Tensor | None]] = [[] for _ in range(t)]
+        edge_rows: list[list[Tensor | None]] = [[] for _ in range(t)]
+        chunk = min(_default_chunk(params[0].device, self.chunk_size, t), t)
+        start = 0
+        while start < t:  # chunks of tasks as batched_vjp: vmap on accelerators, a loop on CPU
+            end = min(start + chunk, t)
+            try:
+                if end - start == 1:
+                    g = torch.autograd.grad(roots, inputs, [s[start] for s in grads], retain_graph=True,
+                                            allow_unused=True)
+                    g = [None if x is None else x.unsqueeze(0) for x in g]
+                else:
+                    g = torch.autograd.grad(roots, inputs, [s[start:end] for s in grads], retain_graph=True,
+                                            allow_unused=True, is_grads_batched=True)
+            except torch.OutOfMemoryError:
+                if end - start == 1:
+                    raise
+                warnings.warn(f"out of memory batching {end - start} task gradients; falling back to one task at "
+                              "a time (set chunk_size to choose)", RuntimeWarning, stacklevel=2)
+                chunk = 1
+                continue
+            _write_rows(out, slice(start, end), g[: len(params)], params)
+            n_fixed = len(params) + len(cut.extra)
+            for k in range(end - start):
+                extra_rows[start + k] = [None if x is None else x[k] for x in g[len(params): n_fixed]]
+                edge_rows[start + k] = [None if x is None else x[k] for x in g[n_fixed:]]
+            start = end
         cut.params, cut.extra_rows, cut.edge_rows, cut.jac = params, extra_rows, edge_rows, out
         self._cut = cut
         return out
