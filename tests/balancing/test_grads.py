@@ -94,3 +94,54 @@ def test_feature_jacobian_needs_shared_features(model, tasks):
     ref = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(l, feats, retain_graph=True)])
                        for l in losses.values()])
     torch.testing.assert_close(jz, ref)
+
+
+@pytest.mark.parametrize("which,chunk_size", [("last", None), ("all", None), ("last", 4), ("last", 3)])
+def test_cut_backward_reuses_the_rows_and_equals_the_weighted_backward(model, tasks, which, chunk_size):
+    """cut_jacobian + backward_weighted_cut (the last layer not differentiated again) gives the same Jacobian
+    and the same gradients on every parameter as jacobian + backward_weighted."""
+    batch = make_batch()
+    w = [0.5, 2.0, 0.0, 3.0]
+    params_of = model.last_shared_parameters if which == "last" else model.shared_parameters
+    losses, feats = forward_losses(model, tasks, batch)
+    tg = TaskGradients(list(losses.values()), feats)
+    ref_jac = tg.jacobian(params_of())
+    tg.backward_weighted(w)
+    ref = all_grads(model)
+    model.zero_grad(set_to_none=True)
+    losses, feats = forward_losses(model, tasks, batch)
+    tg = TaskGradients(list(losses.values()), feats, chunk_size=chunk_size)  # 3, 4: batched (vmap) chunks
+    jac = tg.cut_jacobian(params_of())
+    assert tg._cut is not None  # the ViT has a clean cut below its last block
+    tg.backward_weighted_cut(w)
+    torch.testing.assert_close(jac, ref_jac, rtol=1e-5, atol=1e-7)
+    got = all_grads(model)
+    for name, p in model.named_parameters():
+        zero = torch.zeros_like(p)
+        torch.testing.assert_close(got[name] if got[name] is not None else zero,
+                                   ref[name] if ref[name] is not None else zero, rtol=1e-4, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("case", ["extra leaf", "leaf also below", "nested exits"])
+def test_cut_with_leaves_and_exits_that_do_not_separate(case):
+    """A parameter outside the cut set that only the cut sub-graph reads (c) gets its gradient from the kept
+    rows; where c is also read below the cut, or one exit lies below another, the cut would count a part
+    twice and the plain path is taken. Every case gives the gradients of the weighted sum."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 3, generator=g)
+    a, b, c = (torch.nn.Parameter(torch.randn(3, 3, generator=g)) for _ in range(3))
+    w = [1.0, 2.0, 0.5]
+    h = torch.tanh(x @ a) + (x @ c if case == "leaf also below" else 0.0)
+    z = torch.tanh(h @ b) + (h @ c if case == "nested exits" else 0.0)
+    z2 = torch.sigmoid(z @ c)
+    losses = [z2.pow(2).mean(), (z2 - 1).abs().mean(), z2.sum()]
+    refs = torch.autograd.grad(sum(wi * li for wi, li in zip(w, losses, strict=True)), [a, b, c],
+                               retain_graph=True)
+    tg = TaskGradients(losses, [z2])
+    tg.cut_jacobian([b])
+    assert (tg._cut is not None) == (case == "extra leaf")
+    if case == "extra leaf":
+        assert [id(p) for p in tg._cut.extra] == [id(c)]
+    tg.backward_weighted_cut(w)
+    for p, r in zip([a, b, c], refs, strict=True):
+        torch.testing.assert_close(p.grad, r, rtol=1e-5, atol=1e-7)

@@ -58,8 +58,32 @@ def problem(name: str, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return jacobian(t, t + 3, c, seed), values
 
 
+#: the engine the checks run the Gramian-based aggregators with (``test_..._with_the_autogram_engine``)
+ENGINE = {"name": "jacobian"}
+
+
+class LinearModule(torch.nn.Module):
+    """θ in a module, as TorchJD's autogram engine needs (it hooks modules): forward(rows) = rows @ θ."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.zeros(n, dtype=D))
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows @ self.theta
+
+
 def run(bal, rows: torch.Tensor, values: torch.Tensor | None = None, **context) -> tuple[torch.Tensor, dict]:
     """One backward on L_t = a_t·θ + c_t; returns (θ.grad, info)."""
+    if getattr(bal, "engine", "jacobian") == "autogram":
+        lin = LinearModule(rows.shape[1])
+        bal.setup(model=lin)  # hooks before the forward
+        out = lin(rows)
+        vals = values if values is not None else torch.ones(rows.shape[0], dtype=D)
+        losses = {f"t{i}": out[i] + vals[i] for i in range(rows.shape[0])}
+        info = bal.backward(losses, shared=[lin.theta], last_shared=[lin.theta], model=lin, **context)
+        assert info.get("engine") == "autogram"
+        return lin.theta.grad.detach().clone(), info
     theta = torch.nn.Parameter(torch.zeros(rows.shape[1], dtype=D))
     vals = values if values is not None else torch.ones(rows.shape[0], dtype=D)
     losses = {f"t{i}": rows[i] @ theta + vals[i] for i in range(rows.shape[0])}
@@ -75,7 +99,15 @@ def build(name: str, t: int, **options):
     cls = balancing.BALANCERS.get(name)
     if any(importlib.util.find_spec(m) is None for m in cls.requires):
         pytest.skip(f"{name} needs {cls.requires} (mtlkit[solvers])")
+    if ENGINE["name"] == "autogram" and autogram_applies(name, options):
+        options = {**options, "engine": "autogram"}
     return balancing.get(name, tasks=[f"t{i}" for i in range(t)], **options)
+
+
+def autogram_applies(name: str, options: dict | None = None) -> bool:
+    cls = balancing.BALANCERS.get(name)
+    on = (options or {}).get("on") or getattr(cls, "default_on", "features")
+    return "engine" in cls.options and on == "params"
 
 
 def clip(d: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -747,6 +779,27 @@ def test_matches_the_reference(chk: Check):
     diff, n = run_check(chk)
     assert n > 0
     assert diff <= chk.tol, f"{chk.method}: max relative difference {diff:.3g} > {chk.tol:g} ({chk.reference})"
+
+
+AUTOGRAM_CHECKS = [c for c in CHECKS if autogram_applies(c.method)]
+
+
+@pytest.mark.parametrize("chk", AUTOGRAM_CHECKS, ids=[c.method for c in AUTOGRAM_CHECKS])
+def test_matches_the_reference_with_the_autogram_engine(chk: Check):
+    """engine=autogram (TorchJD's Gramian engine: weights from the Gramian, one backward of Σ w_t L_t) meets
+    the same references as the Jacobian path, for every aggregator whose weights depend on J Jᵀ only."""
+    ENGINE["name"] = "autogram"
+    try:
+        diff, n = run_check(chk)
+    finally:
+        ENGINE["name"] = "jacobian"
+    assert n > 0
+    assert diff <= max(chk.tol, 1e-9), f"{chk.method}: max relative difference {diff:.3g} ({chk.reference})"
+
+
+def test_autogram_engine_covers_every_gramian_aggregator():
+    assert {c.method for c in AUTOGRAM_CHECKS} == {"mgda", "pcgrad", "cagrad", "imtl", "aligned_mtl", "nash_mtl",
+                                                   "fairgrad", "upgrad", "dualproj", "gradvac"}
 
 
 @pytest.mark.parametrize("name", ["mgda", "nash_mtl", "imtl"])

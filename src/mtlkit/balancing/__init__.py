@@ -14,6 +14,24 @@ theirs do. Where TorchJD / LibMTL use another scale, ``scale="mean"`` (``cagrad`
 ``aligned_mtl``) and ``max_norm=0`` give it. Each method's docstring names the code it matches
 (repository and file); ``tests/balancing/test_reference_parity.py`` checks every method against an
 independent implementation of that formula (table: ``benchmarks/results/parity.md``).
+
+Mixed precision (the one interface for a GradScaler): pass the scaler (or its ``get_scale()``) as
+``grad_scale`` and the *unscaled* losses::
+
+    info = balancer.backward(losses, shared=..., features=..., grad_scale=scaler)
+    scaler.step(optimizer)
+    scaler.update()
+
+The balancer back-propagates S times its objective, so every ``.grad`` it writes (the model's and its own
+learnable parameters', e.g. UW's log-variances or GradNorm's weights) is S times the fp32 update, the form
+``scaler.unscale_`` / ``scaler.step`` expect. Everything it decides from gradients (norms, Gramians,
+QP / convex solver inputs, GradDrop's signs) it computes on the per-task gradients cast to at least
+float32 and divided by S, and ``max_norm`` clipping acts on the unscaled norm: the decisions are those of
+the fp32 step (``tests/balancing/test_grad_scale.py``, every method). A per-task gradient that is
+non-finite under a scale is an overflow: the method takes no decision (its state is untouched), reports
+``"overflow": 1`` and leaves a non-finite ``.grad``, so the scaler skips the step and lowers S. Loss-value
+methods (UW, DWA, DTP, RLW, GLS, FAMO) see the unscaled losses. Without ``grad_scale`` nothing changes;
+half-precision per-task gradients are cast to float32 for the decisions either way.
 """
 
 from mtlkit.balancing._aggregators import (

@@ -18,6 +18,11 @@ backbone: cheaper (no Jacobian of the backbone), valid when every head reads the
 ``max_norm`` (Nash-MTL, FairGrad) clips the shared parameters' gradient after the backward, exactly as the
 official code's ``torch.nn.utils.clip_grad_norm_(shared_parameters, max_norm)``.
 
+``engine="autogram"`` (every aggregator whose weights depend only on J Jᵀ): TorchJD's Gramian engine
+(``torchjd.autogram.Engine``, hooked on the model's backbone by ``setup(model=...)``) accumulates the Gramian
+without holding J, the weights come from it and one backward of Σ_t w_t L_t writes the update. Slower and
+no lighter than the Jacobian on CPU for mtlkit's ViT (``docs/balancing-speed.md``), hence not the default.
+
 Numerical safety: a row of J that is not finite (that task's gradient) is zeroed and the task sits out
 the step (``nonfinite_tasks`` in the log); an aggregator that raises or returns a non-finite result is
 replaced by equal weights for that step with a warning (``fallback`` = 1 in the log).
@@ -33,12 +38,24 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from mtlkit.balancing._base import BALANCERS, Balancer, need_tasks, place, resolve_shared
+from mtlkit.balancing._base import (
+    BALANCERS,
+    Balancer,
+    clip_unscaled,
+    grad_scale_of,
+    need_tasks,
+    place,
+    resolve_shared,
+    scaled,
+    solver_view,
+)
 from mtlkit.balancing._grads import TaskGradients, finite_rows, gramian_stats
 from mtlkit.balancing._minnorm import min_norm_weights
+from mtlkit.balancing._nashsolve import nash_weights
 from mtlkit.errors import MtlkitError
 
 HEADS = ("own", "weights")
+ENGINES = ("jacobian", "autogram")
 SCALES = ("sum", "mean")
 
 
@@ -60,7 +77,8 @@ class JacobianAggregator(Balancer):
     #: the method returns weights w with update Jᵀw (``heads="weights"`` is possible)
     has_weights: ClassVar[bool] = True
 
-    def __init__(self, tasks=None, on: str | None = None, chunk_size: int | None = None, heads: str = "own") -> None:
+    def __init__(self, tasks=None, on: str | None = None, chunk_size: int | None = None, heads: str = "own",
+                 engine: str = "jacobian") -> None:
         super().__init__(tasks)
         on = on or self.default_on
         if on not in ("params", "features"):
@@ -70,7 +88,15 @@ class JacobianAggregator(Balancer):
                               f"/ IMTL-G code), got {heads!r}")
         if heads == "weights" and not self.has_weights:
             raise MtlkitError(f"{self.name}: has no task weights, so heads='weights' does not apply; use heads=own")
-        self.on, self.chunk_size, self.heads = on, chunk_size, heads
+        if engine not in ENGINES:
+            raise MtlkitError(f"{self.name}: engine must be 'jacobian' or 'autogram', got {engine!r}")
+        if engine == "autogram" and not (self.has_weights and on == "params"):
+            raise MtlkitError(f"{self.name}: engine=autogram needs weights from the Gramian of the parameters' "
+                              "Jacobian (on=params); use engine=jacobian")
+        self.on, self.chunk_size, self.heads, self.engine = on, chunk_size, heads, engine
+        self._engine: Any = None  # torchjd.autogram.Engine (engine=autogram), hooked on the model's backbone
+        self._engine_root: nn.Module | None = None
+        self._engine_failed = False
         #: > 0: clip the shared parameters' gradient norm after the backward (official clip_grad_norm_)
         self.max_norm = 0.0
         self._agg: Any = None
@@ -113,11 +139,16 @@ class JacobianAggregator(Balancer):
 
     def backward(self, losses, shared=None, features=None, **context):
         self._check_tasks(losses)
-        values = self.transform_losses([losses[t] for t in self.tasks])
+        scale = grad_scale_of(self.name, context)
+        values = [scaled(v, scale) for v in self.transform_losses([losses[t] for t in self.tasks])]
         tg = TaskGradients(values, features, self.chunk_size)
         params = resolve_shared(self.name, shared, context) if self.on == "params" else None
-        jac = (tg.jacobian(params) if params is not None else tg.feature_jacobian()).detach()
-        jac, gramian, finite = finite_rows(jac)
+        if self.engine == "autogram" and self._autogram_ready(params, context):
+            return self._autogram_backward(tg, values, params, scale, shared, context)
+        raw = solver_view((tg.jacobian(params) if params is not None else tg.feature_jacobian()).detach(), scale)
+        jac, gramian, finite = finite_rows(raw)
+        if scale is not None and not bool(finite.all()):
+            return self._overflow(tg, params, raw, finite, context)
         skip = [i for i, f in enumerate(finite.tolist()) if not f]
         fallback, err = 0, ""
         t0 = time.perf_counter()
@@ -142,6 +173,8 @@ class JacobianAggregator(Balancer):
                                                                  for i, x in enumerate(w.tolist())]
         clip_params = (resolve_shared(f"{self.name} (max_norm clipping; max_norm=0 turns it off)", shared, context)
                        if self.max_norm > 0 else None)
+        if scale is not None:
+            combined = combined * scale  # .grad holds the scaled update, as GradScaler expects
         if params is not None:
             tg.backward_aggregated(params, combined, skip=skip, head_weights=head_w)
         else:
@@ -155,12 +188,123 @@ class JacobianAggregator(Balancer):
             "aggregate_ms": agg_ms,  # the aggregator's own cost (solvers), for the log
         }
         if clip_params is not None:  # the official code: clip_grad_norm_(shared_parameters, max_norm)
-            norm = float(torch.nn.utils.clip_grad_norm_(clip_params, self.max_norm))
+            norm = clip_unscaled(clip_params, self.max_norm, scale)
             info["update_norm"] = norm
             info["clip"] = min(1.0, self.max_norm / (norm + 1e-6))
         if skip:
             info["nonfinite_tasks"] = [self.tasks[i] for i in skip]
         return info
+
+    # ------------------------------------------------------------------ engine=autogram
+    def setup(self, *, epoch_iters: int | None = None, model: nn.Module | None = None) -> None:
+        """With ``engine="autogram"`` and a ``model``: hook TorchJD's Gramian engine on it now, so that the first
+        step already uses it (hooks must see the forward; without this call they are added at the first
+        ``backward`` that gets ``model=`` in its context, and that step uses the Jacobian)."""
+        if self.engine == "autogram" and model is not None:
+            self._make_engine(model, None)
+
+    def _make_engine(self, model: nn.Module, params: list[nn.Parameter] | None) -> None:
+        """TorchJD's ``Engine`` on ``model.backbone`` (or the model): it hooks the highest modules that own
+        parameters directly. The hooked parameters must be the shared ones, else the Jacobian path stays."""
+        from torchjd.autogram import Engine
+
+        root = getattr(model, "backbone", model)
+        if self._engine is not None and self._engine_root is root:
+            return
+        self._engine, self._engine_root, self._engine_failed = None, root, False
+        covered = {id(p) for p in root.parameters() if p.requires_grad}
+        if params is not None and covered != {id(p) for p in params}:
+            warnings.warn(f"{self.name}: engine=autogram hooks {type(root).__name__}, whose parameters are not the "
+                          "shared ones; using the Jacobian", RuntimeWarning, stacklevel=3)
+            self._engine_failed = True
+            return
+        try:
+            self._engine = Engine(root, batch_dim=None)
+        except (ValueError, TypeError) as e:
+            warnings.warn(f"{self.name}: TorchJD's autogram engine refuses this model ({e}); using the Jacobian",
+                          RuntimeWarning, stacklevel=3)
+            self._engine_failed = True
+
+    def _autogram_ready(self, params, context) -> bool:
+        model = context.get("model")
+        if model is not None and getattr(model, "backbone", model) is not self._engine_root:
+            self._make_engine(model, params)  # hooks see the next forward, not this one
+            return False
+        return self._engine is not None and not self._engine_failed
+
+    def _autogram_backward(self, tg, values, params, scale, shared, context) -> dict[str, Any]:
+        """Weights from the Gramian that TorchJD's engine accumulates layer by layer (the Jacobian is never
+        whole in memory), then one backward of Σ_t w_t L_t into the shared parameters. Split at the features,
+        the per-task objectives differentiated are ⟨∂L_t/∂z, z⟩ (same backbone gradients as L_t, the heads
+        untouched); heads and other parameters get what :meth:`TaskGradients.backward_aggregated` gives."""
+        t = len(values)
+        if tg.split:
+            stacked, _ = tg._head_pass()
+            rows = torch.stack([sum((s[i] * f).sum() for s, f in zip(stacked, tg.features, strict=True))
+                                for i in range(t)])
+        else:
+            rows = torch.stack([v.reshape(()) for v in values])
+        gramian = self._engine.compute_gramian(rows).detach()
+        gramian = gramian.to(torch.float64 if gramian.dtype == torch.float64 else torch.float32)
+        if scale is not None:
+            gramian = gramian / (scale * scale)
+        finite = torch.isfinite(gramian.diagonal())
+        if scale is not None and not bool(finite.all()):  # overflow: no decision, the scaler skips the step
+            torch.autograd.backward(list(rows), [torch.ones_like(r) for r in rows], inputs=params, retain_graph=True)
+            tg.backward_aggregated(params, None)
+            return {"weights": dict.fromkeys(self.tasks, 1.0), "overflow": 1, "fallback": 0, "engine": "autogram",
+                    "nonfinite_tasks": [n for n, f in zip(self.tasks, finite.tolist(), strict=True) if not f]}
+        keep = finite[:, None] & finite[None, :]
+        gramian = torch.where(keep, gramian, torch.zeros_like(gramian))
+        skip = [i for i, f in enumerate(finite.tolist()) if not f]
+        fallback, err, w = 0, "", None
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad():
+                _, w = self.aggregate(gramian_factor(gramian), gramian)
+            if w is None or not bool(torch.isfinite(w).all()):
+                err = "non-finite result"
+        except Exception as e:  # a solver failure must never end the run
+            err = f"{type(e).__name__}: {e}"
+        agg_ms = 1000.0 * (time.perf_counter() - t0)
+        if err:
+            fallback = 1
+            self.fallbacks += 1
+            warnings.warn(f"{self.name}: aggregation failed ({err}); equal weights for this step",
+                          RuntimeWarning, stacklevel=3)
+            w = finite.to(gramian.dtype)
+        active = [i for i in range(t) if i not in skip and float(w[i]) != 0.0]
+        if active:  # the rows hold the scaled losses: this writes S times the update under a GradScaler
+            torch.autograd.backward([rows[i] for i in active], [w[i].to(rows.dtype) for i in active],
+                                    inputs=params, retain_graph=True)
+        head_w = None if self.heads == "own" else [0.0 if i in skip else float(x) for i, x in enumerate(w.tolist())]
+        tg.backward_aggregated(params, None, skip=skip, head_weights=head_w)
+        stats = gramian_stats(gramian)
+        info: dict[str, Any] = {
+            "weights": dict(zip(self.tasks, w.tolist(), strict=True)),
+            "grad_norms": dict(zip(self.tasks, stats["norms"].tolist(), strict=True)),
+            "conflicts": stats["conflicts"], "fallback": fallback, "aggregate_ms": agg_ms, "engine": "autogram",
+        }
+        if self.max_norm > 0:
+            clip_params = resolve_shared(f"{self.name} (max_norm clipping; max_norm=0 turns it off)", shared, context)
+            norm = clip_unscaled(clip_params, self.max_norm, scale)
+            info["update_norm"] = norm
+            info["clip"] = min(1.0, self.max_norm / (norm + 1e-6))
+        if skip:
+            info["nonfinite_tasks"] = [self.tasks[i] for i in skip]
+        return info
+
+    def _overflow(self, tg, params, raw, finite, context) -> dict[str, Any]:
+        """A non-finite per-task gradient under a GradScaler is an overflow of the scale: no decision is made
+        (the method's state is untouched) and the sum of the task gradients, non-finite, goes into ``.grad``,
+        so ``scaler.step`` skips the step and ``scaler.update`` lowers S."""
+        combined = raw.sum(0) * grad_scale_of(self.name, context)  # non-finite: the scaler sees the overflow
+        if params is not None:
+            tg.backward_aggregated(params, combined)
+        else:
+            tg.backward_features(combined)
+        return {"weights": dict.fromkeys(self.tasks, 1.0), "overflow": 1, "fallback": 0,
+                "nonfinite_tasks": [t for t, f in zip(self.tasks, finite.tolist(), strict=True) if not f]}
 
     def state_dict(self):
         return {**super().state_dict(), "fallbacks": self.fallbacks}
@@ -168,6 +312,15 @@ class JacobianAggregator(Balancer):
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.fallbacks = int(state.get("fallbacks", 0))
+
+
+def gramian_factor(gramian: Tensor) -> Tensor:
+    """A T×T matrix L with L Lᵀ = G (from the eigendecomposition, negative round-off clipped): T "virtual
+    gradients" with the Gramian of the real ones, so every Gramian-based aggregator yields the same weights
+    from it as from the Jacobian (engine=autogram, where only G exists)."""
+    g = gramian.detach().to(torch.float64)
+    lam, v = torch.linalg.eigh(0.5 * (g + g.T))
+    return (v * lam.clamp_min(0).sqrt()).to(gramian.dtype)
 
 
 # ------------------------------------------------------------------------------ TorchJD wrappers
@@ -186,11 +339,12 @@ class MGDA(JacobianAggregator):
     name = "mgda"
     paper = "Sener & Koltun, NeurIPS 2018"
     options = {"on": "params", "solver": "exact", "epsilon": 0.001, "max_iters": 100, "heads": "own",
+               "engine": "jacobian",
                "chunk_size": None}
 
     def __init__(self, tasks=None, on=None, solver: str = "exact", epsilon: float = 0.001, max_iters: int = 100,
-                 heads: str = "own", chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+                 heads: str = "own", chunk_size=None, engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
         if solver not in ("exact", "frank_wolfe"):
             raise MtlkitError(f"{self.name}: solver must be 'exact' or 'frank_wolfe', got {solver!r}")
         self.solver, self.epsilon, self.max_iters = solver, float(epsilon), int(max_iters)
@@ -227,11 +381,12 @@ class PCGrad(JacobianAggregator):
 
     name = "pcgrad"
     paper = "Yu et al., NeurIPS 2020"
-    options = {"on": "params", "heads": "own", "chunk_size": None}
+    options = {"on": "params", "heads": "own", "engine": "jacobian", "chunk_size": None}
     order_invariant = False
 
-    def __init__(self, tasks=None, on=None, heads: str = "own", chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+    def __init__(self, tasks=None, on=None, heads: str = "own", chunk_size=None,
+                 engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
 
     def make_aggregator(self, n_tasks):
         from torchjd.aggregation import PCGrad as _PCGrad
@@ -251,12 +406,13 @@ class CAGrad(JacobianAggregator):
 
     name = "cagrad"
     paper = "Liu et al., NeurIPS 2021"
-    options = {"c": 0.4, "rescale": 1, "scale": "sum", "on": "params", "heads": "own", "chunk_size": None}
+    options = {"c": 0.4, "rescale": 1, "scale": "sum", "on": "params", "heads": "own", "engine": "jacobian",
+               "chunk_size": None}
     requires = ("cvxpy", "clarabel")
 
     def __init__(self, tasks=None, c: float = 0.4, rescale: int = 1, scale: str = "sum", on=None,
-                 heads: str = "own", chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+                 heads: str = "own", chunk_size=None, engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
         if c < 0 or rescale not in (0, 1, 2):
             raise MtlkitError(f"cagrad: need c >= 0 and rescale in 0, 1, 2; got c={c}, rescale={rescale}")
         self.c, self.rescale, self.scale = float(c), int(rescale), _check_scale(self.name, scale)
@@ -357,10 +513,11 @@ class IMTL(JacobianAggregator):
 
     name = "imtl"
     paper = "Liu et al., ICLR 2021"
-    options = {"loss_scale": True, "on": "params", "heads": "own", "chunk_size": None}
+    options = {"loss_scale": True, "on": "params", "heads": "own", "engine": "jacobian", "chunk_size": None}
 
-    def __init__(self, tasks=None, loss_scale: bool = True, on=None, heads: str = "own", chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+    def __init__(self, tasks=None, loss_scale: bool = True, on=None, heads: str = "own", chunk_size=None,
+                 engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
         self.loss_scale = bool(loss_scale)
         self.scales = nn.Parameter(torch.zeros(len(tasks))) if (tasks is not None and self.loss_scale) else None
 
@@ -406,11 +563,12 @@ class AlignedMTL(JacobianAggregator):
 
     name = "aligned_mtl"
     paper = "Senushkin et al., CVPR 2023"
-    options = {"scale_mode": "min", "scale": "sum", "on": "params", "heads": "own", "chunk_size": None}
+    options = {"scale_mode": "min", "scale": "sum", "on": "params", "heads": "own", "engine": "jacobian",
+               "chunk_size": None}
 
     def __init__(self, tasks=None, scale_mode: str = "min", scale: str = "sum", on=None, heads: str = "own",
-                 chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+                 chunk_size=None, engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
         if scale_mode not in ("min", "median", "rmse"):
             raise MtlkitError(f"aligned_mtl: scale_mode must be min, median or rmse, got {scale_mode!r}")
         self.scale_mode, self.scale = scale_mode, _check_scale(self.name, scale)
@@ -429,33 +587,46 @@ class AlignedMTL(JacobianAggregator):
 
 @BALANCERS.register("nash_mtl")
 class NashMTL(JacobianAggregator):
-    """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution, weights α with (J Jᵀ) α = 1/α,
-    by the official sequence of convex approximations (cvxpy / ECOS; TorchJD ``NashMTL``, defaults of the
-    official AvivNavon/nash-mtl ``methods/weight_methods.py``: ``optim_niter`` 20, stop at
-    ||Gα - 1/α|| < 1e-3). The update is Jᵀα, then the shared gradient is clipped to ``max_norm`` (1.0) by
+    """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution, weights α with (J Jᵀ) α = 1/α.
+    ``solver="newton"`` (default): Newton on that equation from the previous step's α (:mod:`._nashsolve`;
+    within float64 round-off of the point, ~0.5 ms); ``solver="official"``: the official sequence of convex
+    approximations (cvxpy / ECOS; TorchJD ``NashMTL``, defaults of the official AvivNavon/nash-mtl
+    ``methods/weight_methods.py``: ``optim_niter`` 20, stop at ||Gα - 1/α|| < 1e-3), which is also the
+    fallback when Newton does not converge (a singular G). ``update_weights_every`` k reuses α for k steps
+    as the official code. The update is Jᵀα, then the shared gradient is clipped to ``max_norm`` (1.0) by
     ``clip_grad_norm_`` as the official ``NashMTL.backward``; the logged weights are α (before clipping).
     ``heads="weights"`` gives the heads α_t ∇L_t as the official code."""
 
     name = "nash_mtl"
     paper = "Navon et al., ICML 2022"
-    options = {"max_norm": 1.0, "update_weights_every": 1, "optim_niter": 20, "on": "params", "heads": "own",
-               "chunk_size": None}
+    options = {"max_norm": 1.0, "update_weights_every": 1, "optim_niter": 20, "solver": "newton", "on": "params",
+               "heads": "own", "engine": "jacobian", "chunk_size": None}
     requires = ("cvxpy", "ecos")
 
     def __init__(self, tasks=None, max_norm: float = 1.0, update_weights_every: int = 1, optim_niter: int = 20,
-                 on=None, heads: str = "own", chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+                 solver: str = "newton", on=None, heads: str = "own", chunk_size=None,
+                 engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
         if not max_norm >= 0:
             raise MtlkitError(f"nash_mtl: max_norm must be >= 0 (0: no clipping), got {max_norm}")
+        if solver not in ("newton", "official"):
+            raise MtlkitError(f"nash_mtl: solver must be 'newton' or 'official' (cvxpy), got {solver!r}")
+        if int(update_weights_every) < 1:
+            raise MtlkitError(f"nash_mtl: update_weights_every must be >= 1, got {update_weights_every}")
         self.max_norm, self.every, self.niter = float(max_norm), int(update_weights_every), int(optim_niter)
+        self.solver = solver
         self._pending_state: dict[str, Any] | None = None
+        self._alpha: Tensor | None = None  # newton: the last α (float64, CPU) and the number of calls
+        self._step = 0
 
     def make_aggregator(self, n_tasks):
         from torchjd.aggregation import NashMTL as _NashMTL
 
-        # clipping is ours, on the shared gradient after the backward (the official place and formula)
-        agg = _NashMTL(n_tasks=n_tasks, max_norm=0.0, update_weights_every=self.every, optim_niter=self.niter)
-        if self._pending_state is not None:
+        # clipping is ours, on the shared gradient after the backward (the official place and formula); with
+        # solver=newton this is only the fallback and solves every time it is asked
+        every = self.every if self.solver == "official" else 1
+        agg = _NashMTL(n_tasks=n_tasks, max_norm=0.0, update_weights_every=every, optim_niter=self.niter)
+        if self._pending_state is not None and self.solver == "official":
             import numpy as np
 
             wt = agg.weighting
@@ -466,21 +637,47 @@ class NashMTL(JacobianAggregator):
             self._pending_state = None
         return agg
 
-    def aggregate(self, jac, gramian):
+    def _official(self, jac: Tensor, gramian: Tensor) -> tuple[Tensor, Tensor]:
         with warnings.catch_warnings():  # cvxpy: "not DPP" (the official problem formulation; harmless)
             warnings.filterwarnings("ignore", message=".*not DPP.*")
             return super().aggregate(jac, gramian)
 
+    def aggregate(self, jac, gramian):
+        if self.solver == "official":
+            return self._official(jac, gramian)
+        if self._pending_state is not None:
+            self._alpha = torch.tensor(self._pending_state["prvs_alpha"], dtype=torch.float64)
+            self._step = int(self._pending_state["step"])
+            self._pending_state = None
+        if self._step % self.every == 0 or self._alpha is None:
+            alpha = nash_weights(gramian, self._alpha)
+            if alpha is None:  # no positive solution found: the official iteration from the same start
+                import numpy as np
+
+                wt = self.aggregator.weighting
+                if self._alpha is not None:
+                    wt.prvs_alpha = self._alpha.numpy().copy()
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*not DPP.*")
+                    alpha = torch.from_numpy(np.asarray(wt(jac.detach().double().cpu()), dtype=np.float64))
+            self._alpha = alpha.detach().to(torch.float64).cpu()
+        self._step += 1
+        w = self._alpha.to(device=jac.device, dtype=jac.dtype)
+        return w @ jac, w
+
     def state_dict(self):
         state = super().state_dict()
-        if self._agg is not None:
+        if self.solver == "newton":
+            if self._alpha is not None:
+                state["nash"] = {"prvs_alpha": [float(x) for x in self._alpha], "step": float(self._step)}
+        elif self._agg is not None:
             wt = self._agg.weighting
             state["nash"] = {"prvs_alpha": [float(x) for x in wt.prvs_alpha], "step": float(wt.step)}
         return state
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self._agg = None
+        self._agg, self._alpha, self._step = None, None, 0
         self._pending_state = state.get("nash")
 
 
@@ -498,11 +695,13 @@ class FairGrad(JacobianAggregator):
     name = "fairgrad"
     paper = "Ban & Ji, ICML 2024"
     options = {"alpha": 1.0, "max_iters": None, "scale": "sum", "max_norm": 1.0, "on": "params", "heads": "own",
+               "engine": "jacobian",
                "chunk_size": None}
 
     def __init__(self, tasks=None, alpha: float = 1.0, max_iters: int | None = None, scale: str = "sum",
-                 max_norm: float = 1.0, on=None, heads: str = "own", chunk_size=None):
-        super().__init__(tasks, on, chunk_size, heads)
+                 max_norm: float = 1.0, on=None, heads: str = "own", chunk_size=None,
+                 engine: str = "jacobian"):
+        super().__init__(tasks, on, chunk_size, heads, engine)
         if not alpha > 0:
             raise MtlkitError(f"fairgrad: alpha must be > 0, got {alpha}")
         if not max_norm >= 0:
@@ -561,7 +760,7 @@ class UPGrad(JacobianAggregator):
 
     name = "upgrad"
     paper = "Quinton & Rey, arXiv 2406.16232"
-    options = {"on": "params", "heads": "own", "chunk_size": None}
+    options = {"on": "params", "heads": "own", "engine": "jacobian", "chunk_size": None}
     requires = ("qpsolvers", "quadprog")
 
     def make_aggregator(self, n_tasks):
@@ -578,7 +777,7 @@ class DualProj(JacobianAggregator):
 
     name = "dualproj"
     paper = "Lopez-Paz & Ranzato, NeurIPS 2017 / Quinton & Rey 2024"
-    options = {"on": "params", "heads": "own", "chunk_size": None}
+    options = {"on": "params", "heads": "own", "engine": "jacobian", "chunk_size": None}
     requires = ("qpsolvers", "quadprog")
 
     def make_aggregator(self, n_tasks):
@@ -595,11 +794,12 @@ class GradVac(JacobianAggregator):
 
     name = "gradvac"
     paper = "Wang et al., ICLR 2021"
-    options = {"beta": 0.5, "on": "params", "heads": "own", "chunk_size": None}
+    options = {"beta": 0.5, "on": "params", "heads": "own", "engine": "jacobian", "chunk_size": None}
     order_invariant = False
 
-    def __init__(self, tasks=None, beta: float = 0.5, on=None, heads: str = "own", chunk_size=None) -> None:
-        super().__init__(tasks, on, chunk_size, heads)
+    def __init__(self, tasks=None, beta: float = 0.5, on=None, heads: str = "own", chunk_size=None,
+                 engine: str = "jacobian") -> None:
+        super().__init__(tasks, on, chunk_size, heads, engine)
         if not 0 <= beta <= 1:
             raise MtlkitError(f"gradvac: beta must be in [0, 1], got {beta}")
         self.beta = float(beta)

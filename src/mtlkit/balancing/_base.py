@@ -20,6 +20,7 @@ is cheaper; they also work without it. Methods with learnable parameters (UW, Gr
 from __future__ import annotations
 
 import importlib.util
+import math
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -112,10 +113,11 @@ class Balancer(ABC):
         backbone that forks per task (DTME, Recon); the trainer refuses that combination before training."""
         return False
 
-    def setup(self, *, epoch_iters: int | None = None) -> None:  # noqa: B027  (most methods need nothing)
+    def setup(self, *, epoch_iters: int | None = None, model: nn.Module | None = None) -> None:  # noqa: B027
         """Called once by the trainer before training: ``epoch_iters`` is the number of iterations of one epoch
-        of the training set (DWA's period). A user loop may call it too; without it methods use the fallback
-        their docstring names."""
+        of the training set (DWA's period); ``model`` the model about to be trained (aggregators with
+        ``engine="autogram"`` hook it before its first forward). A user loop may call it too; without it
+        methods use the fallback their docstring names."""
 
     def report(self) -> dict[str, Any]:
         """What the method learned over the whole run, for ``metrics.json`` (``"method_report"``); e.g.
@@ -148,7 +150,7 @@ class WeightedSum(Balancer):
         self._check_tasks(losses)
         w = self.weights(losses, shared=shared, features=features, **context)
         total = sum(w[t] * losses[t] for t in self.tasks)
-        total.backward()
+        scaled(total, grad_scale_of(self.name, context)).backward()
         return {"weights": {t: float(w[t]) for t in self.tasks}, "loss": float(total.detach())}
 
 
@@ -235,6 +237,66 @@ def resolve_last_shared(
             "(or the option params=all)"
         )
     return params
+
+
+def grad_scale_of(method: str, context: dict[str, Any]) -> float | None:
+    """The loss scale S of the step (context ``grad_scale``: a ``torch.amp.GradScaler`` or its
+    ``get_scale()``), or None without one or when the scaler is disabled. See the package docstring."""
+    s = context.get("grad_scale")
+    if s is None:
+        return None
+    if hasattr(s, "get_scale") and hasattr(s, "is_enabled"):  # a GradScaler
+        if not s.is_enabled():
+            return None
+        if getattr(s, "_scale", None) is None:  # created lazily by its first scale(); no public accessor
+            s.scale(torch.ones((), device=getattr(s, "_device", "cpu")))
+        s = s.get_scale()
+    try:
+        s = float(s)
+    except (TypeError, ValueError):
+        raise MtlkitError(f"{method}: grad_scale must be a GradScaler or a number, got {s!r}") from None
+    if not (math.isfinite(s) and s > 0):
+        raise MtlkitError(f"{method}: grad_scale must be finite and > 0, got {s}")
+    return s
+
+
+def scaled(loss: torch.Tensor, scale: float | None) -> torch.Tensor:
+    """``scale * loss`` (what is back-propagated under a GradScaler), or ``loss`` without one."""
+    return loss if scale is None else loss * scale
+
+
+def solver_view(jac: torch.Tensor, scale: float | None) -> torch.Tensor:
+    """Per-task gradients as the methods' decisions must see them: at least float32 (half-precision
+    gradients are cast, so norms, Gramians and solver inputs do not overflow or lose digits) and divided by
+    the loss scale. Works in place on a float32/64 buffer the caller owns."""
+    if jac.dtype in (torch.float16, torch.bfloat16):
+        jac = jac.float()
+    return jac if scale is None else jac.div_(scale)
+
+
+def clip_unscaled(params: Sequence[nn.Parameter], max_norm: float, scale: float | None) -> float:
+    """``clip_grad_norm_(params, max_norm)`` applied to the unscaled gradient (``.grad / scale``), as a
+    GradScaler user does after ``scaler.unscale_``; the gradients stay scaled. Returns the unscaled norm."""
+    if scale is None:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = float(torch.nn.utils.get_total_norm(grads)) / scale
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1.0:
+        torch._foreach_mul_(grads, coef)
+    return norm
+
+
+def mark_overflow(params: Sequence[nn.Parameter]) -> None:
+    """Make the step visibly non-finite (``inf`` in the first parameter's ``.grad``) so that a GradScaler
+    skips it and lowers its scale, as it does for any overflowing backward."""
+    p = params[0]
+    if p.grad is None:
+        p.grad = torch.full_like(p, float("inf"))
+    else:
+        p.grad.fill_(float("inf"))
 
 
 def place(param: nn.Parameter, device: torch.device) -> None:

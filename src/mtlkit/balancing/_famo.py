@@ -8,7 +8,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from mtlkit.balancing._base import BALANCERS, Balancer, resolve_shared
+from mtlkit.balancing._base import BALANCERS, Balancer, clip_unscaled, grad_scale_of, resolve_shared, scaled
 from mtlkit.errors import MtlkitError
 
 
@@ -97,10 +97,11 @@ class FAMO(Balancer):
         D = torch.stack([losses[t].reshape(()) for t in self.tasks]) - self.min_losses + 1e-8
         c = (z / D.detach()).sum()
         total = (D.log() * z / c).sum()
-        total.backward()
+        scale = grad_scale_of(self.name, context)
+        scaled(total, scale).backward()
         if self.max_norm > 0:
             params = resolve_shared(f"{self.name} (max_norm clipping; max_norm=0 turns it off)", shared, context)
-            torch.nn.utils.clip_grad_norm_(params, self.max_norm)
+            clip_unscaled(params, self.max_norm, scale)
         self.prev = current
         w = (z / (c * D.detach())).tolist()
         return {"weights": dict(zip(self.tasks, w, strict=True)), "loss": float(total.detach())}

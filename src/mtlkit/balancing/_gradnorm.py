@@ -64,6 +64,8 @@ class GradNorm(GradientLossWeighting):
         target = g.mean() * rel.pow(self.alpha)
         grad = torch.sign(g - target) * norms
         grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad)).to(self.loss_weights.dtype)
+        if self.grad_scale is not None:  # scaled like every other .grad under a GradScaler
+            grad = grad * self.grad_scale
         if self.loss_weights.grad is None:
             self.loss_weights.grad = grad
         else:

@@ -11,6 +11,12 @@ TorchJD's ``mtl_backward`` does:
 3. one final backward through the backbone with the combined feature gradient ``Σ_t w_t ∂L_t/∂z``
    (loss weightings) or the aggregated parameter gradient written into ``.grad`` (aggregators).
 
+Loss weightings that need per-task gradients of a few parameters only (AvgNorm / GradNorm at the last
+shared layer) use :meth:`TaskGradients.cut_jacobian`: the per-task backward passes stop at the inputs of the
+sub-graph that holds those parameters (found on the autograd graph), and keep the gradients there, so the
+final :meth:`TaskGradients.backward_weighted_cut` writes Σ_t w_t J_t into those parameters and starts the
+one backward of the rest of the network from the cut: the last layer is not differentiated again.
+
 Without features (a user loop that does not pass them) the same quantities come from the losses directly:
 ``autograd.grad`` of the stacked losses, batched over the task dimension, then one backward of Σ w_t L_t.
 
@@ -170,6 +176,7 @@ class TaskGradients:
         self.features, self.features_shared = flatten_features(features)
         self.chunk_size = chunk_size
         self._head: tuple[list[Tensor], list[list[tuple[Tensor, Tensor]]]] | None = None
+        self._cut: _Cut | None = None
         self.done = False
 
     @property
@@ -236,6 +243,97 @@ class TaskGradients:
         stacked, _ = self._head_pass()
         return flat(stacked)
 
+    def cut_jacobian(self, params: Sequence[Tensor]) -> Tensor:
+        """:meth:`jacobian` of ``params``, keeping what :meth:`backward_weighted_cut` needs to skip the
+        sub-graph of ``params`` in the final backward. Falls back to :meth:`jacobian` (and the final backward
+        to :meth:`backward_weighted`) without features, or where the graph has no clean cut."""
+        self._check_open()
+        params = list(params)
+        cut = _find_cut(self.features, params) if (self.split and params) else None
+        if cut is None:
+            return self.jacobian(params)
+        stacked, _ = self._head_pass()
+        roots = [self.features[i] for i in cut.roots]
+        grads = [stacked[i] for i in cut.roots]
+        inputs: list[Any] = params + cut.extra + cut.edges
+        t = len(self.losses)
+        n = sum(p.numel() for p in params)
+        out = torch.empty(t, n, dtype=params[0].dtype, device=params[0].device)
+        extra_rows: list[list[Tensor | None]] = [[] for _ in range(t)]
+        edge_rows: list[list[Tensor | None]] = [[] for _ in range(t)]
+        chunk = min(_default_chunk(params[0].device, self.chunk_size, t), t)
+        start = 0
+        while start < t:  # chunks of tasks as batched_vjp: vmap on accelerators, a loop on CPU
+            end = min(start + chunk, t)
+            try:
+                if end - start == 1:
+                    g = torch.autograd.grad(roots, inputs, [s[start] for s in grads], retain_graph=True,
+                                            allow_unused=True)
+                    g = [None if x is None else x.unsqueeze(0) for x in g]
+                else:
+                    g = torch.autograd.grad(roots, inputs, [s[start:end] for s in grads], retain_graph=True,
+                                            allow_unused=True, is_grads_batched=True)
+            except torch.OutOfMemoryError:
+                if end - start == 1:
+                    raise
+                warnings.warn(f"out of memory batching {end - start} task gradients; falling back to one task at "
+                              "a time (set chunk_size to choose)", RuntimeWarning, stacklevel=2)
+                chunk = 1
+                continue
+            _write_rows(out, slice(start, end), g[: len(params)], params)
+            n_fixed = len(params) + len(cut.extra)
+            for k in range(end - start):
+                extra_rows[start + k] = [None if x is None else x[k] for x in g[len(params): n_fixed]]
+                edge_rows[start + k] = [None if x is None else x[k] for x in g[n_fixed:]]
+            start = end
+        cut.params, cut.extra_rows, cut.edge_rows, cut.jac = params, extra_rows, edge_rows, out
+        self._cut = cut
+        return out
+
+    def backward_weighted_cut(self, weights: Sequence[float] | Tensor) -> None:
+        """:meth:`backward_weighted` after :meth:`cut_jacobian`: the cut parameters get Σ_t w_t J_t from the
+        rows already computed, the rest of the network one backward started at the cut."""
+        cut = self._cut
+        if cut is None:
+            self.backward_weighted(weights)
+            return
+        self._check_open()
+        w = [float(x) for x in weights]
+        active = [i for i, x in enumerate(w) if x != 0.0]
+        stacked, heads = self._head_pass()
+        for i in active:
+            for p, g in heads[i]:
+                _accumulate(p, w[i] * g)
+        if active:
+            wt = torch.tensor([w[i] for i in active], dtype=cut.jac.dtype, device=cut.jac.device)
+            combined = wt @ cut.jac[active]
+            offset = 0
+            for p in cut.params:
+                n = p.numel()
+                _accumulate(p, combined[offset: offset + n].view_as(p).to(p.dtype))
+                offset += n
+            for k, p in enumerate(cut.extra):
+                parts = [w[i] * cut.extra_rows[i][k] for i in active if cut.extra_rows[i][k] is not None]
+                if parts:
+                    _accumulate(p, sum(parts))
+            roots: list[Any] = []
+            seeds: list[Tensor] = []
+            for k, edge in enumerate(cut.edges):
+                parts = [w[i] * cut.edge_rows[i][k] for i in active if cut.edge_rows[i][k] is not None]
+                if parts:
+                    roots.append(edge)
+                    seeds.append(sum(parts))
+            from torch.autograd.graph import get_gradient_edge
+
+            for j, f in enumerate(self.features):
+                if j not in cut.roots:
+                    roots.append(get_gradient_edge(f))
+                    seeds.append(sum(w[i] * stacked[j][i] for i in active))
+            if roots:
+                torch.autograd.backward(roots, seeds)
+        self._cut = None
+        self._close()
+
     # ------------------------------------------------------------------ final backward
     def backward_weighted(self, weights: Sequence[float] | Tensor) -> None:
         """Accumulate ``∇ Σ_t w_t L_t`` into ``.grad`` of every parameter (tasks with w_t = 0 are skipped)."""
@@ -259,11 +357,13 @@ class TaskGradients:
     def backward_aggregated(
         self,
         shared: Sequence[Tensor],
-        combined: Tensor,
+        combined: Tensor | None,
         skip: Sequence[int] = (),
         head_weights: Sequence[float] | None = None,
     ) -> None:
-        """``.grad`` of ``shared`` += ``combined`` (flat); every other parameter gets ``∇ Σ_t L_t``.
+        """``.grad`` of ``shared`` += ``combined`` (flat; taken over: where ``.grad`` is None its slices become
+        the gradients, without a copy; None: the shared gradients are already written); every other parameter
+        gets ``∇ Σ_t L_t``.
 
         Task-specific parameters (heads; DTME's per-task backbone parameters) thus get their own task's
         unweighted gradient, as TorchJD's ``mtl_backward`` and the official CAGrad / PCGrad code do; with
@@ -274,7 +374,7 @@ class TaskGradients:
         shared = list(shared)
         shared_ids = {id(p) for p in shared}
         offset = 0
-        for p in shared:
+        for p in shared if combined is not None else []:
             n = p.numel()
             _accumulate(p, combined[offset: offset + n].view_as(p).to(p.dtype))
             offset += n
@@ -325,6 +425,84 @@ class TaskGradients:
     def _close(self) -> None:
         self.done = True
         self._head = None
+        self._cut = None
+
+
+class _Cut:
+    """Where the sub-graph of some parameters meets the rest of the graph (see :func:`_find_cut`)."""
+
+    def __init__(self, roots: list[int], edges: list[Any], extra: list[Tensor]) -> None:
+        self.roots, self.edges, self.extra = roots, edges, extra
+        self.params: list[Tensor] = []
+        self.extra_rows: list[list[Tensor | None]] = []
+        self.edge_rows: list[list[Tensor | None]] = []
+        self.jac: Tensor | None = None
+
+
+def _find_cut(features: Sequence[Tensor], params: Sequence[Tensor]) -> _Cut | None:
+    """The sub-graph S of the nodes between the features and ``params`` (nodes from which one of them is
+    reachable), the feature tensors that enter it, the edges by which it leaves to the rest of the graph
+    (gradient edges of S's inputs) and the other leaves S reads directly (their S part is accumulated from
+    the kept rows). ``None`` when no parameter is reached, or when one exit lies below another (the
+    gradients captured there would overlap: no clean cut)."""
+    from torch.autograd.graph import GradientEdge
+
+    targets = {id(p) for p in params}
+    starts = [f.grad_fn for f in features]
+    reach: dict[Any, bool] = {}
+    order: list[Any] = []
+    todo: list[tuple[Any, bool]] = [(n, False) for n in starts if n is not None]
+    while todo:  # iterative post-order: reach[node] = node is a target leaf or a child reaches one
+        node, expanded = todo.pop()
+        if expanded:
+            var = getattr(node, "variable", None)
+            hit = var is not None and id(var) in targets
+            reach[node] = hit or any(reach.get(c, False) for c, _ in node.next_functions if c is not None)
+            order.append(node)
+            continue
+        if node in reach:
+            continue
+        reach[node] = False  # visiting (the autograd graph is acyclic)
+        todo.append((node, True))
+        todo.extend((c, False) for c, _ in node.next_functions if c is not None and c not in reach)
+    inside = {n for n in order if reach[n] and getattr(n, "variable", None) is None}
+    if not inside:
+        return None
+    edges: dict[tuple[int, int], Any] = {}
+    extra: dict[int, Tensor] = {}
+    extra_nodes = set()
+    for node in inside:
+        for child, nr in node.next_functions:
+            if child is None or child in inside:
+                continue
+            var = getattr(child, "variable", None)
+            if var is not None:
+                if id(var) not in targets and var.requires_grad:
+                    extra[id(var)] = var
+                    extra_nodes.add(child)
+            else:
+                edges[(id(child), nr)] = GradientEdge(child, nr)
+    exits = {e.node for e in edges.values()}
+    if (len(exits) > 1 or extra_nodes) and _below(exits, exits | extra_nodes):
+        return None
+    roots = [i for i, n in enumerate(starts) if n in inside]
+    return _Cut(roots, list(edges.values()), list(extra.values()))
+
+
+def _below(exits: set[Any], nodes: set[Any]) -> bool:
+    """Whether one of ``nodes`` (the exits and the leaves read inside) is reachable from an exit: then the
+    gradient captured there would also hold what the backward from the cut brings (no clean cut)."""
+    for start in exits:
+        seen, todo = set(), [c for c, _ in start.next_functions if c is not None]
+        while todo:
+            n = todo.pop()
+            if n in nodes:
+                return True
+            if n in seen:
+                continue
+            seen.add(n)
+            todo.extend(c for c, _ in n.next_functions if c is not None)
+    return False
 
 
 def _head_weights(weights: Sequence[float] | None, n: int) -> list[float]:
@@ -337,8 +515,10 @@ def _head_weights(weights: Sequence[float] | None, n: int) -> list[float]:
 
 
 def _accumulate(p: Tensor, g: Tensor) -> None:
+    """``p.grad += g``; a first gradient is taken over without a copy (every ``g`` passed here is a buffer
+    of this step that nothing else holds: a head gradient, or a slice of the aggregated update)."""
     if p.grad is None:
-        p.grad = g.detach().clone()
+        p.grad = g.detach()
     else:
         p.grad.add_(g.detach())
 

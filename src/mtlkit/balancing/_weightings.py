@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtlkit.balancing._base import BALANCERS, Balancer, WeightedSum, need_tasks, place
+from mtlkit.balancing._base import BALANCERS, Balancer, WeightedSum, grad_scale_of, need_tasks, place, scaled
 from mtlkit.errors import MtlkitError
 
 
@@ -55,7 +55,7 @@ class UncertaintyWeighting(Balancer):
         place(self.log_vars, first.device)
         s = self.log_vars
         total = sum(0.5 * torch.exp(-s[i]) * losses[t] + 0.5 * s[i] for i, t in enumerate(self.tasks))
-        total.backward()
+        scaled(total, grad_scale_of(self.name, context)).backward()
         w = (0.5 * torch.exp(-s.detach())).tolist()
         return {"weights": dict(zip(self.tasks, w, strict=True)), "loss": float(total.detach())}
 
@@ -107,7 +107,7 @@ class DynamicWeightAverage(WeightedSum):
         self.history: list[list[float]] = []  # mean losses of the last two complete periods
         self.current: list[float] | None = None
 
-    def setup(self, *, epoch_iters: int | None = None) -> None:
+    def setup(self, *, epoch_iters: int | None = None, model=None) -> None:
         if self.window_option == "epoch" and epoch_iters is not None:
             if int(epoch_iters) < 1:
                 raise MtlkitError(f"dwa: the epoch must have at least one iteration, got {epoch_iters}")
@@ -238,6 +238,6 @@ class GeometricLossStrategy(Balancer):
         self._check_tasks(losses)
         stacked = torch.stack([losses[t].reshape(()) for t in self.tasks]).clamp_min(self.eps)
         gls = torch.exp(torch.log(stacked).mean())
-        gls.backward()
+        scaled(gls, grad_scale_of(self.name, context)).backward()
         w = (gls.detach() / (len(self.tasks) * stacked.detach())).tolist()
         return {"weights": dict(zip(self.tasks, w, strict=True)), "loss": float(gls.detach())}

@@ -189,7 +189,7 @@ class Trainer(metaclass=_TrainerType):
         self.epoch_iters = len(self.train_set) // (batch_size * self.world) if self.train_set is not None else None
         setup = getattr(self.balancer, "setup", None)  # e.g. DWA's one-epoch window
         if callable(setup):
-            setup(epoch_iters=self.epoch_iters)
+            setup(epoch_iters=self.epoch_iters, model=self.model)
 
     # ------------------------------------------------------------------ from a config
     @classmethod
