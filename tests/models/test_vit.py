@@ -161,3 +161,28 @@ def test_bad_names_and_sizes_raise_one_line_errors() -> None:
     assert "\n" not in str(err.value) and "'vit_base_patch16_224' for random init" in str(err.value)
     with pytest.raises(MtlkitError, match="never downloads"):
         build_backbone("hf-hub:timm/vit_base_patch16_224.augreg_in21k", 32)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_gramian_modules_own_every_parameter_once_and_leave_the_state_dict_as_timm_writes_it(name):
+    bb, img = variant(name)
+    keys = set(bb.state_dict())
+    modules = bb.gramian_modules()
+    owned = [id(p) for m in modules for p in m.parameters()]
+    assert len(owned) == len(set(owned))
+    assert set(owned) == {id(p) for p in bb.parameters()}
+    assert set(bb.state_dict()) == keys and not any("_embedding" in k for k in keys)
+
+
+    def hooked(m):  # TorchJD's rule: the highest modules that own parameters directly
+        if any(True for _ in m.parameters(recurse=False)):
+            return [m]
+        return [h for c in m.children() for h in hooked(c)]
+
+    targets = [h for m in modules for h in hooked(m)]
+    calls = []
+    handles = [m.register_forward_hook(lambda m, i, o: calls.append(m)) for m in targets]
+    bb(torch.randn(2, 3, img, img))
+    for h in handles:
+        h.remove()
+    assert {id(m) for m in calls} == {id(m) for m in targets}  # every module the engine hooks really runs

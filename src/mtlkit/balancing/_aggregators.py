@@ -144,7 +144,9 @@ class JacobianAggregator(Balancer):
         tg = TaskGradients(values, features, self.chunk_size)
         params = resolve_shared(self.name, shared, context) if self.on == "params" else None
         if self.engine == "autogram" and self._autogram_ready(params, context):
-            return self._autogram_backward(tg, values, params, scale, shared, context)
+            info = self._autogram_backward(tg, values, params, scale, shared, context)
+            if info is not None:
+                return info
         raw = solver_view((tg.jacobian(params) if params is not None else tg.feature_jacobian()).detach(), scale)
         jac, gramian, finite = finite_rows(raw)
         if scale is not None and not bool(finite.all()):
@@ -212,14 +214,17 @@ class JacobianAggregator(Balancer):
         if self._engine is not None and self._engine_root is root:
             return
         self._engine, self._engine_root, self._engine_failed = None, root, False
-        covered = {id(p) for p in root.parameters() if p.requires_grad}
+        # a module whose forward is never called (timm's VisionTransformer, whose blocks the backbone runs one
+        # by one) would never fire its hook: such a backbone names the modules it calls (``gramian_modules``)
+        modules = list(root.gramian_modules()) if hasattr(root, "gramian_modules") else [root]
+        covered = {id(p) for m in modules for p in m.parameters() if p.requires_grad}
         if params is not None and covered != {id(p) for p in params}:
             warnings.warn(f"{self.name}: engine=autogram hooks {type(root).__name__}, whose parameters are not the "
                           "shared ones; using the Jacobian", RuntimeWarning, stacklevel=3)
             self._engine_failed = True
             return
         try:
-            self._engine = Engine(root, batch_dim=None)
+            self._engine = Engine(*modules, batch_dim=None)
         except (ValueError, TypeError) as e:
             warnings.warn(f"{self.name}: TorchJD's autogram engine refuses this model ({e}); using the Jacobian",
                           RuntimeWarning, stacklevel=3)
@@ -232,7 +237,7 @@ class JacobianAggregator(Balancer):
             return False
         return self._engine is not None and not self._engine_failed
 
-    def _autogram_backward(self, tg, values, params, scale, shared, context) -> dict[str, Any]:
+    def _autogram_backward(self, tg, values, params, scale, shared, context) -> dict[str, Any] | None:
         """Weights from the Gramian that TorchJD's engine accumulates layer by layer (the Jacobian is never
         whole in memory), then one backward of Σ_t w_t L_t into the shared parameters. Split at the features,
         the per-task objectives differentiated are ⟨∂L_t/∂z, z⟩ (same backbone gradients as L_t, the heads
@@ -244,7 +249,13 @@ class JacobianAggregator(Balancer):
                                 for i in range(t)])
         else:
             rows = torch.stack([v.reshape(()) for v in values])
-        gramian = self._engine.compute_gramian(rows).detach()
+        try:
+            gramian = self._engine.compute_gramian(rows).detach()
+        except RuntimeError as e:  # no hooked module ran in this forward: the Jacobian path from now on
+            warnings.warn(f"{self.name}: TorchJD's autogram engine saw no hooked module in the forward ({e}); "
+                          "using the Jacobian", RuntimeWarning, stacklevel=3)
+            self._engine_failed = True
+            return None
         gramian = gramian.to(torch.float64 if gramian.dtype == torch.float64 else torch.float32)
         if scale is not None:
             gramian = gramian / (scale * scale)

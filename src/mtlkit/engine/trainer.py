@@ -189,7 +189,7 @@ class Trainer(metaclass=_TrainerType):
         self.epoch_iters = len(self.train_set) // (batch_size * self.world) if self.train_set is not None else None
         setup = getattr(self.balancer, "setup", None)  # e.g. DWA's one-epoch window
         if callable(setup):
-            setup(epoch_iters=self.epoch_iters, model=self.model)
+            setup(**_accepted(setup, epoch_iters=self.epoch_iters, model=self.model))
 
     # ------------------------------------------------------------------ from a config
     @classmethod
@@ -557,3 +557,17 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def _accepted(fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
+    """The keyword arguments ``fn`` accepts: a user balancer's ``setup(*, epoch_iters)`` written before the
+    ``model`` keyword existed keeps working."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}

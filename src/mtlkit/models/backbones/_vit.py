@@ -46,6 +46,8 @@ class ViTBackbone(nn.Module):
         names = (["cls"] if has_cls else []) + (["dist"] if has_dist else []) + [f"reg{i}" for i in range(n_reg)]
         names += [f"prefix{i}" for i in range(len(names), self.num_prefix_tokens)]  # any other prefix token
         self.prefix_token_names: tuple[str, ...] = tuple(names)
+        # the embedding as a module of its own, kept out of the state dict (timm's keys stay as they are)
+        object.__setattr__(self, "_embedding", _Embedding(vit))
 
     # ------------------------------------------------------------------ the interface DTME / Recon use
     @property
@@ -93,8 +95,15 @@ class ViTBackbone(nn.Module):
                 f"input size {tuple(x.shape[-2:])} differs from the model's img_size {self.img_size}; "
                 "resize the input or build the model for that size"
             )
-        vit = self.vit
-        return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        return self._embedding(x)
+
+    def gramian_modules(self) -> list[nn.Module]:
+        """The modules a forward calls, which together own every parameter once: the embedding, the blocks,
+        the final norm (TorchJD's autogram engine hooks their forward; timm's ``VisionTransformer`` itself is
+        never called, its blocks run one by one). The embedding view is rebuilt here, so that it holds the
+        current parameter objects even after they were replaced (``load_state_dict(assign=True)``)."""
+        object.__setattr__(self, "_embedding", _Embedding(self.vit))
+        return [self._embedding, self.vit.blocks, self.vit.norm]
 
     def tokens_to_map(self, tokens: torch.Tensor, index: int) -> torch.Tensor:
         """Block ``index``'s output tokens -> the feature map (B, D, h, w) of its patch tokens (the last block's
@@ -117,3 +126,20 @@ class ViTBackbone(nn.Module):
     def last_layer_parameters(self) -> list[nn.Parameter]:
         """The last shared layer: the last block and the final norm (AvgNorm / GradNorm ``params=last``)."""
         return list(self.blocks[-1].parameters()) + list(self.vit.norm.parameters())
+
+
+class _Embedding(nn.Module):
+    """timm's embedding stage (patch embedding, prefix tokens, position embeddings, ``norm_pre``) as one callable
+    module owning the same parameter objects as the ``VisionTransformer`` (a view, not a copy)."""
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "vit", vit)  # not a child: its parameters are listed below, once
+        for name, p in vit.named_parameters(recurse=False):
+            self.register_parameter(name, p)
+        self.patch_embed = vit.patch_embed
+        self.norm_pre = vit.norm_pre
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        vit = self.vit
+        return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
