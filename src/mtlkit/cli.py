@@ -181,8 +181,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mtlkit.engine.bench import SUITES, Suite, run_suite
 
+    if args.suite == "claims":
+        return _bench_claims(args)
     if args.suite not in SUITES:
-        raise MtlkitError(f"unknown suite {args.suite!r}; valid suites: {', '.join(SUITES)}")
+        raise MtlkitError(f"unknown suite {args.suite!r}; valid suites: {', '.join([*SUITES, 'claims'])}")
     suite = SUITES[args.suite]
     if args.methods:
         suite = Suite(suite.dataset, _tasks(args.methods) or [], suite.seeds, suite.config)
@@ -202,6 +204,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
         pred = out / "runs" / f"{m}-seed{suite.seeds[0]}" / "predictions.png"
         if pred.is_file():
             print(f"predictions: {pred}")
+    return 0
+
+
+def _bench_claims(args: argparse.Namespace) -> int:
+    """``bench --suite claims``: the seeds' claims at CPU scale, with a computed verdict each."""
+    from mtlkit.engine.claims import run_claims
+
+    base: dict[str, Any] = {}
+    if args.iters:
+        base["iters"] = args.iters
+    if args.pretrained:
+        base["pretrained"] = args.pretrained
+    out = Path(args.out or f"runs/claims-{args.scale}")
+    report = run_claims(out, args.scale, _tasks(args.claims), base, progress=not args.no_progress,
+                        train=not args.report_only)
+    from mtlkit.engine.claims import markdown
+
+    print()
+    print(markdown(report))
+    print(f"results: {out}/claims.md, claims.json")
     return 0
 
 
@@ -305,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset")
     p.add_argument("--iters", type=int)
     p.add_argument("--out")
+    p.add_argument("--scale", default="quick", help="claims suite: quick | tiny")
+    p.add_argument("--claims", help="claims suite: comma-separated claim ids (default: all)")
+    p.add_argument("--pretrained", help="claims suite: backbone checkpoint every run starts from")
+    p.add_argument("--report-only", action="store_true", help="claims suite: tabulate finished runs, train none")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bench)
 
