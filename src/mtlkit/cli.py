@@ -217,8 +217,14 @@ def _bench_claims(args: argparse.Namespace) -> int:
     if args.pretrained:
         base["pretrained"] = args.pretrained
     out = Path(args.out or f"runs/claims-{args.scale}")
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise MtlkitError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     report = run_claims(out, args.scale, _tasks(args.claims), base, progress=not args.no_progress,
-                        train=not args.report_only)
+                        train=not args.report_only, seeds=seeds)
     from mtlkit.engine.claims import markdown
 
     print()
@@ -331,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--claims", help="claims suite: comma-separated claim ids (default: all)")
     p.add_argument("--pretrained", help="claims suite: backbone checkpoint every run starts from")
     p.add_argument("--report-only", action="store_true", help="claims suite: tabulate finished runs, train none")
+    p.add_argument("--seeds", help="claims suite: only these of the scale's seeds, e.g. 1 (one process per seed)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bench)
 
