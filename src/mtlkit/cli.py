@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="baselines + methods over seeds -> paper-style table")
     p.add_argument("--suite", default="quick")
     p.add_argument("--methods", help="comma-separated methods (override the suite's)")
-    p.add_argument("--seeds", help="comma-separated seeds (override the suite's)")
+    p.add_argument("--seeds", help="comma-separated seeds (override the suite's; claims: a subset of the scale's)")
     p.add_argument("--dataset")
     p.add_argument("--iters", type=int)
     p.add_argument("--out")
@@ -337,7 +337,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--claims", help="claims suite: comma-separated claim ids (default: all)")
     p.add_argument("--pretrained", help="claims suite: backbone checkpoint every run starts from")
     p.add_argument("--report-only", action="store_true", help="claims suite: tabulate finished runs, train none")
-    p.add_argument("--seeds", help="claims suite: only these of the scale's seeds, e.g. 1 (one process per seed)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bench)
 

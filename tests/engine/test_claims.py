@@ -105,3 +105,13 @@ def test_report_only_tabulates_what_exists_without_training(tmp_path):
     (row,) = report["claims"]
     assert row["a"] == [] and row["verdict"] == "not resolved at this scale"
     assert not (tmp_path / "runs").exists()
+
+
+def test_cli_seeds_subset_is_checked_against_the_scale(tmp_path, capsys):
+    from mtlkit.cli import main
+
+    assert main(["bench", "--suite", "claims", "--scale", "tiny", "--seeds", "9", "--report-only",
+                 "--out", str(tmp_path)]) == 2
+    assert "not in the 'tiny' scale's seeds" in capsys.readouterr().err
+    assert main(["bench", "--suite", "claims", "--scale", "tiny", "--seeds", "1", "--report-only",
+                 "--claims", "grid-recovers", "--out", str(tmp_path)]) == 0
