@@ -46,6 +46,8 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--device": ("device", str, "auto, cpu, cuda, cuda:1, ..."),
     "--num-workers": ("num_workers", int, "data loader workers"),
     "--baseline": ("baseline", str, "explicit single-task baselines.json for Δm"),
+    "--precision": ("precision", str, "fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)"),
+    "--max-memory": ("max_memory", str, "refuse before training when one step's peak memory exceeds this, e.g. 8GB"),
 }
 
 
@@ -64,6 +66,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name}-opt", action="append", metavar="KEY=VALUE", help=f"--{name} option (repeatable)")
     p.add_argument("--single-task", action="store_true", default=None, help="train one model per task (baselines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the model forward (backend: inductor by default, aot_eager, eager, ...)")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -92,6 +96,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         values["single_task"] = True
     if getattr(args, "no_progress", False):
         values["progress"] = False
+    if getattr(args, "compile", None) is not None:
+        values["compile"] = args.compile
     for extra in ("dtme", "recon"):
         if getattr(args, extra, None) is not None or getattr(args, f"{extra}_opt", None):
             values[extra] = args_extra(args, extra)

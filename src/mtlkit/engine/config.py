@@ -86,6 +86,9 @@ class RunConfig:
     baseline_cache: str | None = None
     baseline: str | None = None  # explicit path of a single-task baselines JSON
     progress: bool = True
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
+    compile: str | None = None  # torch.compile backend of the model forward (e.g. inductor); None = off
+    max_memory: str | None = None  # refuse a run whose one-step peak exceeds this (e.g. "8GB")
 
 
 SECTIONS: dict[str, type] = {
@@ -289,6 +292,9 @@ class Config:
         need(isinstance(self.dataset_options, dict), "dataset_options", "must be a mapping")
         need(isinstance(self.method_options, dict), "method_options", "must be a mapping")
         need(isinstance(self.strategy_options, dict), "strategy_options", "must be a mapping")
+        from mtlkit.engine._speed_config import check_speed_keys
+
+        check_speed_keys(self)
         if self.weights is not None and self.method.name not in ("fixed", "equal"):
             raise MtlkitError("weights: fixed loss weights need --method fixed (or no --method)")
 
