@@ -54,6 +54,9 @@ def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | N
     """Forward the model on ``batch`` and return (losses dict, features or None)."""
     names = list(ctx.tasks) if tasks is None else tasks
     out, feats = run_model(ctx.model, batch[ctx.input_key])
+    combine = getattr(ctx.model, "task_losses", None)  # architectures: main + auxiliary terms, one per task
+    if callable(combine):
+        return combine(out, batch, {t: ctx.tasks[t] for t in names}), feats
     losses = {t: ctx.tasks[t].loss(out[t], batch[t]) for t in names}
     return losses, feats
 
