@@ -325,6 +325,18 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+PRETRAIN_FLAGS = {"--model": str, "--image-size": int, "--steps": int, "--batch-size": int, "--lr": float,
+                  "--weight-decay": float, "--warmup-steps": int, "--mask-ratio": float, "--decoder-dim": int,
+                  "--decoder-depth": int, "--decoder-heads": int, "--images": int, "--data-seed": int,
+                  "--seed": int, "--log-every": int}
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from mtlkit.engine.pretrain import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtlkit", description="Multi-task learning for dense prediction.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -392,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", default="avgnorm",
                    help="methods whose average weights are reported beside the grid's (comma-separated; none)")
     p.set_defaults(func=cmd_grid)
+    p = sub.add_parser("pretrain", help="masked-autoencoder pretraining of a ViT preset on synthetic scenes")
+    for flag, typ in PRETRAIN_FLAGS.items():
+        p.add_argument(flag, type=typ, help="default: mtlkit.engine.pretrain.PretrainConfig")
+    p.add_argument("--out", default="runs/pretrain", help="folder of the checkpoint and its provenance JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_pretrain)
     return parser
 
 
