@@ -332,7 +332,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> dic
     state = {k: v.detach().contiguous().clone() for k, v in model.encoder.state_dict().items()}
     name = f"{cfg.model}_mae"
     ckpt = out / f"{name}.safetensors"
-    save_file(state, str(ckpt), metadata={"format": "pt", "mtlkit": "mae-pretrain"})
+    # one metadata key only: safetensors writes a metadata map in hash order, so two keys make the file's
+    # bytes (and its sha256) differ between identical runs; the provenance lives in the JSON beside it
+    save_file(state, str(ckpt), metadata={"format": "pt"})
     provenance = {
         "objective": "masked autoencoder (He et al. 2022), norm-pixel MSE on masked patches",
         "checkpoint": ckpt.name,
