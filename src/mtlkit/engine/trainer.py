@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from mtlkit import balancing, strategies
 from mtlkit.engine import _distributed as D
 from mtlkit.engine._batch import BatchFormat, take, to_device
+from mtlkit.engine._compile import Compiler
 from mtlkit.engine._logging import RunLogger
 from mtlkit.engine._precision import Precision
 from mtlkit.engine._protocol import check_model
@@ -142,6 +143,7 @@ class Trainer(metaclass=_TrainerType):
         config: Config | None = None,
         model_spec: dict[str, Any] | None = None,
         precision: str = "fp32",
+        compile: str | None = None,
     ) -> None:
         for name, v in (("iters", iters), ("batch_size", batch_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -174,6 +176,8 @@ class Trainer(metaclass=_TrainerType):
         self.initial_params = sum(p.numel() for p in self.model.parameters())
 
         self.precision = Precision.for_model(precision, self.model)  # autocast forward, fp16 GradScaler
+        self.compiler = Compiler(compile)  # torch.compile of the forward (None: off); recompiled after expansion
+        self.compiler.apply(self.model)
         self.balancer = self._balancer(balancer, balancer_options)
         self.strategy = self._strategy(strategy, strategy_options)
         self.callbacks = list(callbacks) + self._transforms(transforms)
@@ -232,6 +236,7 @@ class Trainer(metaclass=_TrainerType):
             weight_decay=config.weight_decay, poly_power=config.poly_power, seed=config.seed, device=config.device,
             num_workers=config.num_workers, grad_stats_every=config.grad_stats_every, baseline=baseline,
             progress=config.progress, config=config, model_spec=spec, precision=config.precision,
+            compile=config.compile,
         )
 
     # ------------------------------------------------------------------ building blocks
@@ -466,6 +471,7 @@ class Trainer(metaclass=_TrainerType):
             it = self.iteration
             for cb in self.callbacks:
                 cb.on_iteration_start(self, it)
+            self.compiler.refresh(self.model, len(self.model_spec["transforms"]))
             t0 = time.perf_counter()
             self.model.train()
             ctx = self._context()
