@@ -223,8 +223,14 @@ def _bench_claims(args: argparse.Namespace) -> int:
     if args.pretrained:
         base["pretrained"] = args.pretrained
     out = Path(args.out or f"runs/claims-{args.scale}")
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise MtlkitError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     report = run_claims(out, args.scale, _tasks(args.claims), base, progress=not args.no_progress,
-                        train=not args.report_only)
+                        train=not args.report_only, seeds=seeds)
     from mtlkit.engine.claims import markdown
 
     print()
@@ -329,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="baselines + methods over seeds -> paper-style table")
     p.add_argument("--suite", default="quick")
     p.add_argument("--methods", help="comma-separated methods (override the suite's)")
-    p.add_argument("--seeds", help="comma-separated seeds (override the suite's)")
+    p.add_argument("--seeds", help="comma-separated seeds (override the suite's; claims: a subset of the scale's)")
     p.add_argument("--dataset")
     p.add_argument("--iters", type=int)
     p.add_argument("--out")

@@ -64,7 +64,9 @@ def load_model(
 
         build = dict(spec["build"])
         tasks = {t: make_task(t, **params) for t, params in build.pop("tasks").items()}
-        model = build_model(tasks=tasks, **build)
+        # random init, whatever checkpoint the run started from: its own weights are loaded next (a timm name
+        # with a pretrained tag would otherwise ask for that checkpoint again)
+        model = build_model(tasks=tasks, pretrained=False, **build)
     model = apply_transforms(model, spec.get("transforms", []))
     try:
         model.load_state_dict(load_file(str(weights)))
