@@ -30,6 +30,7 @@ from mtlkit import balancing, strategies
 from mtlkit.engine import _distributed as D
 from mtlkit.engine._batch import BatchFormat, take, to_device
 from mtlkit.engine._compile import Compiler
+from mtlkit.engine._loading import loader_options, prepare_model
 from mtlkit.engine._logging import RunLogger
 from mtlkit.engine._precision import Precision
 from mtlkit.engine._protocol import check_model
@@ -170,6 +171,7 @@ class Trainer(metaclass=_TrainerType):
         self.test_set, self._test_collate = _dataset(test_data, "test_data")
 
         self.model = model.to(self.device)
+        prepare_model(self.model, self.device)  # channels_last for a CNN on CUDA
         user = {"class": f"{type(model).__module__}.{type(model).__name__}"}
         self.model_spec: dict[str, Any] = dict(model_spec or user)
         self.model_spec.setdefault("transforms", [])
@@ -365,22 +367,30 @@ class Trainer(metaclass=_TrainerType):
         sampler = IterationBatchSampler(len(self.train_set), self.batch_size, self.seed, start, self.rank, self.world,
                                         total=self.iters)
         loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
+                            **loader_options(self.device, self.num_workers),
                             **({"collate_fn": self._collate} if self._collate else {}))
         return _Formatted(loader, self.fmt)
 
     def _eval_loader(self, split: str) -> Iterable[dict[str, Any]]:
         dataset = self.val_set if split == "val" else self.test_set
+        cache = self.__dict__.setdefault("_eval_loaders", {})  # kept: persistent workers live across evaluations
+        key = (split, id(dataset), self.eval_batch_size)
+        if key in cache:
+            return cache[key]
         collate = self._val_collate if split == "val" else self._test_collate
         sampler = DistributedSampler(dataset, shuffle=False) if self.world > 1 else None
         loader = DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers,
+                            **loader_options(self.device, self.num_workers),
                             **({"collate_fn": collate} if collate else {}))
-        return _Formatted(loader, self.fmt)
+        cache[key] = _Formatted(loader, self.fmt)
+        return cache[key]
 
     @property
     def train_loader(self) -> Iterable[dict[str, Any]]:
         """A fresh, seeded loader of training batches (for calibration passes by transforms)."""
         loader = DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
                             num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed + 1),
+                            **loader_options(self.device, self.num_workers),
                             **({"collate_fn": self._collate} if self._collate else {}))
         return _Formatted(loader, self.fmt)
 
