@@ -206,7 +206,7 @@ class Trainer(metaclass=_TrainerType):
         """Build datasets, tasks, model, balancer, strategy and transforms from ``config`` (the CLI's path)."""
         from mtlkit import dtme
         from mtlkit.data import build_dataset
-        from mtlkit.models import build_model
+        from mtlkit.models.arch._build import arch_spec, build_arch_model
 
         config.validate()
         seed_everything(config.seed)
@@ -217,7 +217,8 @@ class Trainer(metaclass=_TrainerType):
         test_set = build_dataset(config.dataset, "test", **common)
         tasks = train_set.make_tasks()
         build = dict(name=config.model.name, img_size=config.image_size, head=config.head, patch_size=config.patch_size)
-        model = build_model(tasks=tasks, pretrained=config.pretrained, **build)
+        build.update(arch_spec(config.model.arch, config.model.arch_options))  # --arch: {} for shared
+        model = build_arch_model(tasks=tasks, pretrained=config.pretrained, **build)
         spec = {"build": {**build, "tasks": {t: dict(task.params) for t, task in tasks.items()}}, "transforms": []}
         method, mopts = config.method.name, dict(config.method_options)
         if config.weights is not None:

@@ -58,6 +58,9 @@ def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | N
     prec = ctx.precision
     x = batch[ctx.input_key]
     out, feats = run_model(ctx.model, x) if prec is None else prec.forward(run_model, ctx.model, x)
+    combine = getattr(ctx.model, "task_losses", None)  # architectures: main + auxiliary terms, one per task
+    if callable(combine):
+        return combine(out, batch, {t: ctx.tasks[t] for t in names}), feats
     losses = {t: ctx.tasks[t].loss(out[t], batch[t]) for t in names}
     return losses, feats
 
