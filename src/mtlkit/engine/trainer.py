@@ -32,6 +32,7 @@ from mtlkit.engine._batch import BatchFormat, take, to_device
 from mtlkit.engine._compile import Compiler
 from mtlkit.engine._loading import loader_options, prepare_model
 from mtlkit.engine._logging import RunLogger
+from mtlkit.engine._memory import StepMemory
 from mtlkit.engine._precision import Precision
 from mtlkit.engine._protocol import check_model
 from mtlkit.engine._sampler import IterationBatchSampler
@@ -145,6 +146,7 @@ class Trainer(metaclass=_TrainerType):
         model_spec: dict[str, Any] | None = None,
         precision: str = "fp32",
         compile: str | None = None,
+        max_memory: str | int | None = None,
     ) -> None:
         for name, v in (("iters", iters), ("batch_size", batch_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -180,6 +182,8 @@ class Trainer(metaclass=_TrainerType):
         self.precision = Precision.for_model(precision, self.model)  # autocast forward, fp16 GradScaler
         self.compiler = Compiler(compile)  # torch.compile of the forward (None: off); recompiled after expansion
         self.compiler.apply(self.model)
+        self.max_memory = max_memory  # checked on the first step of fit (StepMemory)
+        self.step_memory: dict[str, Any] | None = None
         self.balancer = self._balancer(balancer, balancer_options)
         self.strategy = self._strategy(strategy, strategy_options)
         self.callbacks = list(callbacks) + self._transforms(transforms)
@@ -239,7 +243,7 @@ class Trainer(metaclass=_TrainerType):
             weight_decay=config.weight_decay, poly_power=config.poly_power, seed=config.seed, device=config.device,
             num_workers=config.num_workers, grad_stats_every=config.grad_stats_every, baseline=baseline,
             progress=config.progress, config=config, model_spec=spec, precision=config.precision,
-            compile=config.compile,
+            compile=config.compile, max_memory=config.max_memory,
         )
 
     # ------------------------------------------------------------------ building blocks
@@ -471,6 +475,7 @@ class Trainer(metaclass=_TrainerType):
                 self.load_state_dict(state)
         self.logger = RunLogger(self.out, enabled=main, append=resume and self.iteration > 0)
         loader = self._loader(start=self.iteration)
+        memory = StepMemory(self.device, self.max_memory)  # peak of this fit's first step; max_memory check
         bar = None
         if main and self.progress:
             from tqdm.auto import tqdm
@@ -486,7 +491,7 @@ class Trainer(metaclass=_TrainerType):
             t0 = time.perf_counter()
             self.model.train()
             ctx = self._context()
-            info = self.strategy.step(to_device(batch, self.device), ctx)
+            info = memory.measure(self.strategy.step, to_device(batch, self.device), ctx)
             with warnings.catch_warnings():  # a skipped (non-finite) step still advances the schedule
                 warnings.simplefilter("ignore", UserWarning)
                 self.scheduler.step()
@@ -507,6 +512,7 @@ class Trainer(metaclass=_TrainerType):
                 if main:
                     save_model(self.model, self.model_spec, self.out)
                     save_resume(self.state_dict(), self.out)
+        self.step_memory = memory.report() or self.step_memory
         if bar is not None:
             bar.close()
         return self._finish(train_time / max(timed_iters, 1), skipped, val_history)
@@ -529,6 +535,7 @@ class Trainer(metaclass=_TrainerType):
             "seconds_per_iter": sec_per_iter,
             "params": sum(p.numel() for p in self.model.parameters()),
             "skipped_steps": skipped,
+            "step_memory": self.step_memory,
             "val": val,
             "val_history": val_history,
         }
