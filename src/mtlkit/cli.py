@@ -48,6 +48,8 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--baseline": ("baseline", str, "explicit single-task baselines.json for Δm"),
     "--arch": ("arch", str, "architecture: shared (default), mtan, mtinet, invpt or taskprompter"),
     "--baseline-kind": ("baseline_kind", str, "Δm reference of an --arch run: arch (its single-task twins) or plain"),
+    "--precision": ("precision", str, "fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)"),
+    "--max-memory": ("max_memory", str, "refuse before training when one step's peak memory exceeds this, e.g. 8GB"),
 }
 
 
@@ -68,6 +70,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name}-opt", action="append", metavar="KEY=VALUE", help=f"--{name} option (repeatable)")
     p.add_argument("--single-task", action="store_true", default=None, help="train one model per task (baselines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the model forward (backend: inductor by default, aot_eager, eager, ...)")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -98,6 +102,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         values["single_task"] = True
     if getattr(args, "no_progress", False):
         values["progress"] = False
+    if getattr(args, "compile", None) is not None:
+        values["compile"] = args.compile
     for extra in ("dtme", "recon"):
         if getattr(args, extra, None) is not None or getattr(args, f"{extra}_opt", None):
             values[extra] = args_extra(args, extra)
@@ -226,8 +232,14 @@ def _bench_claims(args: argparse.Namespace) -> int:
     if args.pretrained:
         base["pretrained"] = args.pretrained
     out = Path(args.out or f"runs/claims-{args.scale}")
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise MtlkitError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     report = run_claims(out, args.scale, _tasks(args.claims), base, progress=not args.no_progress,
-                        train=not args.report_only)
+                        train=not args.report_only, seeds=seeds)
     from mtlkit.engine.claims import markdown
 
     print()
@@ -332,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="baselines + methods over seeds -> paper-style table")
     p.add_argument("--suite", default="quick")
     p.add_argument("--methods", help="comma-separated methods (override the suite's)")
-    p.add_argument("--seeds", help="comma-separated seeds (override the suite's)")
+    p.add_argument("--seeds", help="comma-separated seeds (override the suite's; claims: a subset of the scale's)")
     p.add_argument("--dataset")
     p.add_argument("--iters", type=int)
     p.add_argument("--out")

@@ -64,7 +64,9 @@ def load_model(
 
         build = dict(spec["build"])
         tasks = {t: make_task(t, **params) for t, params in build.pop("tasks").items()}
-        model = build_arch_model(tasks=tasks, **build)  # build_model unless the spec names an --arch
+        # random init, whatever checkpoint the run started from: its own weights are loaded next (a timm name
+        # with a pretrained tag would otherwise ask for that checkpoint again)
+        model = build_arch_model(tasks=tasks, pretrained=False, **build)  # build_model unless an --arch
     model = apply_transforms(model, spec.get("transforms", []))
     try:
         model.load_state_dict(load_file(str(weights)))

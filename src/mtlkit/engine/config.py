@@ -91,6 +91,9 @@ class RunConfig:
     #: Δm reference of an --arch run: "arch" (the architecture's single-task twins) or "plain" (shared encoder)
     baseline_kind: str = "arch"
     progress: bool = True
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
+    compile: str | None = None  # torch.compile backend of the model forward (e.g. inductor); None = off
+    max_memory: str | None = None  # refuse a run whose one-step peak exceeds this (e.g. "8GB")
 
 
 SECTIONS: dict[str, type] = {
@@ -298,6 +301,9 @@ class Config:
         need(isinstance(self.strategy_options, dict), "strategy_options", "must be a mapping")
         need(isinstance(self.arch_options, dict), "arch_options", "must be a mapping")
         need(self.baseline_kind in ("arch", "plain"), "baseline_kind", "must be arch or plain")
+        from mtlkit.engine._speed_config import check_speed_keys
+
+        check_speed_keys(self)
         if self.weights is not None and self.method.name not in ("fixed", "equal"):
             raise MtlkitError("weights: fixed loss weights need --method fixed (or no --method)")
 

@@ -30,6 +30,7 @@ from mtlkit import balancing, strategies
 from mtlkit.engine import _distributed as D
 from mtlkit.engine._batch import BatchFormat, take, to_device
 from mtlkit.engine._logging import RunLogger
+from mtlkit.engine._precision import Precision
 from mtlkit.engine._protocol import check_model
 from mtlkit.engine._sampler import IterationBatchSampler
 from mtlkit.engine.baselines import Baselines, find
@@ -140,6 +141,7 @@ class Trainer(metaclass=_TrainerType):
         predictions: bool = True,
         config: Config | None = None,
         model_spec: dict[str, Any] | None = None,
+        precision: str = "fp32",
     ) -> None:
         for name, v in (("iters", iters), ("batch_size", batch_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -171,6 +173,7 @@ class Trainer(metaclass=_TrainerType):
         self.model_spec.setdefault("transforms", [])
         self.initial_params = sum(p.numel() for p in self.model.parameters())
 
+        self.precision = Precision.for_model(precision, self.model)  # autocast forward, fp16 GradScaler
         self.balancer = self._balancer(balancer, balancer_options)
         self.strategy = self._strategy(strategy, strategy_options)
         self.callbacks = list(callbacks) + self._transforms(transforms)
@@ -229,7 +232,7 @@ class Trainer(metaclass=_TrainerType):
             eval_every=config.eval_every, inputs=config.input_key, lr=config.lr, lr_ts=config.lr_ts,
             weight_decay=config.weight_decay, poly_power=config.poly_power, seed=config.seed, device=config.device,
             num_workers=config.num_workers, grad_stats_every=config.grad_stats_every, baseline=baseline,
-            progress=config.progress, config=config, model_spec=spec,
+            progress=config.progress, config=config, model_spec=spec, precision=config.precision,
         )
 
     # ------------------------------------------------------------------ building blocks
@@ -399,6 +402,7 @@ class Trainer(metaclass=_TrainerType):
             input_key=self.input_key,
             add_parameters=self._add_balancer_parameters,
             epoch_iters=self.epoch_iters,
+            precision=self.precision if self.precision.enabled else None,
         )
 
     # ------------------------------------------------------------------ state
@@ -412,6 +416,7 @@ class Trainer(metaclass=_TrainerType):
             "balancer": self.balancer.state_dict(),
             "strategy": self.strategy.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "precision": self.precision.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -428,6 +433,7 @@ class Trainer(metaclass=_TrainerType):
             prepare(self._context())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.precision.load_state_dict(state.get("precision") or {})
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])

@@ -72,7 +72,15 @@ import torch
 from mtlkit.balancing import Equal, Fixed
 from mtlkit.errors import MtlkitError
 from mtlkit.strategies._affinity import ATTRIBUTIONS, ProximalAffinity
-from mtlkit.strategies._base import STRATEGIES, StepContext, Strategy, backward_kwargs, compute_losses
+from mtlkit.strategies._base import (
+    STRATEGIES,
+    StepContext,
+    Strategy,
+    backward_kwargs,
+    compute_losses,
+    optimizer_step,
+    scale_kwargs,
+)
 from mtlkit.strategies._grouping import (
     ORDERS,
     Groups,
@@ -346,7 +354,8 @@ class Selective(Strategy):
             stats = None if rec is None else rec.begin(losses, model=model, features=feats, iteration=ctx.iteration)
             balancer = self._balancer_for(group, ctx)
             info = balancer.backward(
-                self._scaled({t: losses[t] for t in group}), **backward_kwargs(balancer, model, feats, ctx.iteration)
+                self._scaled({t: losses[t] for t in group}), **backward_kwargs(balancer, model, feats, ctx.iteration),
+                **scale_kwargs(ctx),
             )
             if stats is not None:  # all tasks' gradients at the batch start vs the first group's update
                 grad_stats = {**stats.finish(info), "update_group": list(group)}
@@ -355,7 +364,12 @@ class Selective(Strategy):
                     if p.requires_grad and p.grad is None:
                         p.grad = torch.zeros_like(p)
             ctx.sync_grads()
-            ctx.optimizer.step()
+            if not optimizer_step(ctx):  # fp16 overflow, skipped by the GradScaler: no step to measure
+                skipped += 1
+                self.affinity.begin_batch()
+                if getattr(balancer, "needs_post_step_losses", False):  # unchanged model: the same losses
+                    balancer.post_step(self._scaled({t: losses[t].detach() for t in group}))
+                continue
             steps += 1
             weights.update({t: float(w) for t, w in (info or {}).get("weights", {}).items()})
             if getattr(balancer, "needs_post_step_losses", False):
