@@ -46,10 +46,17 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--device": ("device", str, "auto, cpu, cuda, cuda:1, ..."),
     "--num-workers": ("num_workers", int, "data loader workers"),
     "--baseline": ("baseline", str, "explicit single-task baselines.json for Δm"),
+<<<<<<< ours
     "--precision": ("precision", str, "fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)"),
     "--max-memory": ("max_memory", str, "refuse before training when one step's peak memory exceeds this, e.g. 8GB"),
     "--arch": ("arch", str, "architecture: shared (default), mtan, mtinet, invpt or taskprompter"),
     "--baseline-kind": ("baseline_kind", str, "Δm reference of an --arch run: arch (its single-task twins) or plain"),
+=======
+    "--arch": ("arch", str, "architecture: shared (default), mtan, mtinet, invpt or taskprompter"),
+    "--baseline-kind": ("baseline_kind", str, "Δm reference of an --arch run: arch (its single-task twins) or plain"),
+    "--precision": ("precision", str, "fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)"),
+    "--max-memory": ("max_memory", str, "refuse before training when one step's peak memory exceeds this, e.g. 8GB"),
+>>>>>>> theirs
 }
 
 
@@ -251,7 +258,14 @@ def _bench_claims(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from mtlkit.analysis import PLOTTERS
 
-    run = Path(args.run)
+    if getattr(args, "reference", None):  # the radar chart: per-task M_i of RUN ... against --reference
+        from mtlkit.analysis import radar_chart
+
+        out_dir = Path(args.out) if args.out else Path(args.run[0]) / "plots"
+        for p in radar_chart(args.run, args.reference, out_dir, _tasks(args.labels), args.split):
+            print(p)
+        return 0
+    run = Path(args.run[0])
     if not run.is_dir():
         raise MtlkitError(f"run directory not found: {run}")
     out = Path(args.out) if args.out else run / "plots"
@@ -368,7 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("analyze", help="plots (PNG) from a run's logs")
-    p.add_argument("run")
+    p.add_argument("run", nargs="+", help="run directory (several, and baselines, with --reference)")
+    p.add_argument("--reference", help="radar chart of per-task M_i of the runs against these single-task "
+                   "baselines (a baselines.json, its folder, or a run directory)")
+    p.add_argument("--labels", help="radar chart: comma-separated names of the runs")
+    p.add_argument("--split", default="test", choices=["val", "test"], help="radar chart: metrics of this split")
     p.add_argument("--out")
     p.add_argument("--only", help="one plot family")
     p.set_defaults(func=cmd_analyze)

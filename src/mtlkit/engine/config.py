@@ -299,11 +299,11 @@ class Config:
         need(isinstance(self.dataset_options, dict), "dataset_options", "must be a mapping")
         need(isinstance(self.method_options, dict), "method_options", "must be a mapping")
         need(isinstance(self.strategy_options, dict), "strategy_options", "must be a mapping")
+        need(isinstance(self.arch_options, dict), "arch_options", "must be a mapping")
+        need(self.baseline_kind in ("arch", "plain"), "baseline_kind", "must be arch or plain")
         from mtlkit.engine._speed_config import check_speed_keys
 
         check_speed_keys(self)
-        need(isinstance(self.arch_options, dict), "arch_options", "must be a mapping")
-        need(self.baseline_kind in ("arch", "plain"), "baseline_kind", "must be arch or plain")
         if self.weights is not None and self.method.name not in ("fixed", "equal"):
             raise MtlkitError("weights: fixed loss weights need --method fixed (or no --method)")
 
