@@ -142,7 +142,7 @@ def _skip_reason(row: dict[str, Any], proto: dict[str, Any], fields: set[str]) -
         return "URL needs method.distill, which this engine's config does not have yet"
     if arch != "shared" and "arch" not in fields:
         return f"architecture {arch!r} needs model.arch, which this engine's config does not have yet"
-    if row.get("unsupported") and not (is_url and row.get("distill")):
+    if row.get("unsupported") and not is_url:  # a URL row runs once method.distill exists
         return str(row["unsupported"])
     if row.get("method") is None and not is_url:
         return "no mtlkit method for this row"
