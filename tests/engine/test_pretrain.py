@@ -120,3 +120,19 @@ def test_shipped_default_checkpoint_matches_its_provenance() -> None:
     prov = provenance()
     assert prov["sha256"] == sha256_file(path)
     assert prov["config"]["model"] == "micro" and prov["loss_last"] < prov["loss_first"]
+
+
+def test_demo_gain_over_random_init_is_delta_m_with_random_init_as_reference() -> None:
+    from mtlkit.engine._pretrain_gain import gain_markdown
+    from mtlkit.engine.bench import SUITES
+
+    assert SUITES["demo"].config["pretrained"] == "default" and SUITES["demo"].random_init == ["equal"]
+    hib = {"semseg": True, "depth": False}
+    rows = [
+        {"method": "equal", "seed": 0, "primary": {"semseg": 44.0, "depth": 0.45}},
+        {"method": "equal (random init)", "seed": 0, "primary": {"semseg": 40.0, "depth": 0.50},
+         "higher_is_better": hib},
+    ]
+    md = gain_markdown(rows, ["semseg", "depth"], "synthetic-nyud")
+    # (+10% semseg, +10% depth (lower is better)) / 2
+    assert "equal: Δm +10.00% over 1 seed(s) (metric differences: semseg +4, depth -0.05)" in md
