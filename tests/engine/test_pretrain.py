@@ -105,9 +105,15 @@ def test_pretrain_few_steps_checkpoint_loads_through_pretrained(tmp_path: Path) 
 
 def test_same_seed_same_checkpoint(tmp_path: Path) -> None:
     cfg = PretrainConfig(steps=2, batch_size=2, images=2, warmup_steps=1, decoder_depth=1)
-    a = pretrain(cfg, tmp_path / "a", progress=False)
-    b = pretrain(cfg, tmp_path / "b", progress=False)
-    assert a["sha256"] == b["sha256"]
+    from safetensors.torch import load_file
+
+    a = load_file(pretrain(cfg, tmp_path / "a", progress=False)["checkpoint"])
+    b = load_file(pretrain(cfg, tmp_path / "b", progress=False)["checkpoint"])
+    assert a.keys() == b.keys()
+    for k in a:  # CPU kernels may reorder float sums between runs: equal to rounding, not bit for bit
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    c = load_file(pretrain(PretrainConfig(**{**cfg.__dict__, "seed": 1}), tmp_path / "c", progress=False)["checkpoint"])
+    assert not torch.allclose(a["blocks.0.attn.qkv.weight"], c["blocks.0.attn.qkv.weight"])
 
 
 def test_shipped_default_checkpoint_matches_its_provenance() -> None:
