@@ -49,19 +49,19 @@ class PretrainConfig:
 
     model: str = "micro"
     image_size: int = 64
-    steps: int = 2500
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 1.0e-3
     min_lr: float = 1.0e-5
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
-    warmup_steps: int = 125
+    warmup_steps: int = 50
     mask_ratio: float = 0.75
     norm_pix_loss: bool = True
     decoder_dim: int = 64
     decoder_depth: int = 2
     decoder_heads: int = 4
-    images: int = 10000
+    images: int = 6400
     data_seed: int = 1000
     seed: int = 0
     log_every: int = 50
