@@ -46,6 +46,7 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--device": ("device", str, "auto, cpu, cuda, cuda:1, ..."),
     "--num-workers": ("num_workers", int, "data loader workers"),
     "--baseline": ("baseline", str, "explicit single-task baselines.json for Δm"),
+    "--distill": ("distill", str, "distil the single-task models into the shared features: url (docs/url.md)"),
 }
 
 
@@ -62,6 +63,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name}", nargs="?", const="", action="append", metavar="KEY=VALUE,...",
                        help=f"expand the model with {what} during training (options optional, see mtlkit.dtme)")
         p.add_argument(f"--{name}-opt", action="append", metavar="KEY=VALUE", help=f"--{name} option (repeatable)")
+    p.add_argument("--distill-opt", action="append", metavar="KEY=VALUE", help="--distill url option (repeatable)")
+    p.add_argument("--feature-distance", nargs="?", const="", default=None, metavar="KEY=VALUE,...",
+                   help="probe the distance to the single-task features per task (study Fig. 6; every=N, lr=...)")
     p.add_argument("--single-task", action="store_true", default=None, help="train one model per task (baselines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -90,6 +94,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
         values.setdefault("method", "fixed")
     if args.single_task:
         values["single_task"] = True
+    if getattr(args, "distill_opt", None):
+        values["distill_options"] = parse_kv(args.distill_opt, "--distill-opt")
+    if getattr(args, "feature_distance", None) is not None:
+        opts = args.feature_distance.strip()
+        values["feature_distance"] = parse_kv([opts], "--feature-distance") if opts not in ("", "on", "true") else True
     if getattr(args, "no_progress", False):
         values["progress"] = False
     for extra in ("dtme", "recon"):
@@ -121,6 +130,11 @@ def check_names(cfg: Any) -> None:
     if cfg.weights is None:
         balancing.get(cfg.method.name, **cfg.method_options)
     strategies.get(cfg.strategy.name, **cfg.strategy_options)
+    if cfg.distill or cfg.distill_options or cfg.feature_distance:
+        from mtlkit.engine._distill import check_options, check_probe_options
+
+        check_options(cfg.distill, cfg.distill_options)
+        check_probe_options(cfg.feature_distance)
     if cfg.transforms:
         from mtlkit.dtme import make_transforms
 
@@ -141,6 +155,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"single-task baselines: {path}")
         print(json.dumps(json.loads(path.read_text())["test"], indent=2))
         return 0
+    from mtlkit.engine._single_task import train_teachers
+
+    train_teachers(cfg)  # --distill url / --feature-distance: the single-task teachers, trained when missing
     metrics = Trainer.from_config(cfg).fit(resume=args.resume)
     _print_metrics(metrics)
     print(f"run: {cfg.out}  (metrics.json, predictions.png, log.jsonl)")

@@ -57,6 +57,9 @@ class MethodConfig:
     name: str = "equal"
     options: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, float] | None = None  # shorthand for name=fixed
+    #: distillation added after the balancer (``url``, see docs/url.md) and its options
+    distill: str | None = None
+    distill_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,6 +89,8 @@ class RunConfig:
     baseline_cache: str | None = None
     baseline: str | None = None  # explicit path of a single-task baselines JSON
     progress: bool = True
+    #: the feature-distance probe (imbalance study Fig. 6): True or its options ({every, lr, weight_decay})
+    feature_distance: bool | dict[str, Any] = False
 
 
 SECTIONS: dict[str, type] = {
@@ -115,6 +120,8 @@ FLAT_KEYS: dict[str, tuple[str, str]] = {
     "method": ("method", "name"),
     "method_options": ("method", "options"),
     "weights": ("method", "weights"),
+    "distill": ("method", "distill"),
+    "distill_options": ("method", "distill_options"),
     "strategy": ("strategy", "name"),
     "strategy_options": ("strategy", "options"),
     "dtme": ("transforms", "dtme"),
@@ -289,6 +296,9 @@ class Config:
         need(isinstance(self.dataset_options, dict), "dataset_options", "must be a mapping")
         need(isinstance(self.method_options, dict), "method_options", "must be a mapping")
         need(isinstance(self.strategy_options, dict), "strategy_options", "must be a mapping")
+        need(self.distill in (None, "url"), "distill", "must be url (or none)")
+        need(isinstance(self.distill_options, dict), "distill_options", "must be a mapping")
+        need(isinstance(self.feature_distance, bool | dict), "feature_distance", "must be true/false or options")
         if self.weights is not None and self.method.name not in ("fixed", "equal"):
             raise MtlkitError("weights: fixed loss weights need --method fixed (or no --method)")
 

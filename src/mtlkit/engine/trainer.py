@@ -140,6 +140,10 @@ class Trainer(metaclass=_TrainerType):
         predictions: bool = True,
         config: Config | None = None,
         model_spec: dict[str, Any] | None = None,
+        distill: str | None = None,
+        distill_options: Mapping[str, Any] | None = None,
+        feature_distance: bool | Mapping[str, Any] = False,
+        teachers: Mapping[str, torch.nn.Module] | None = None,
     ) -> None:
         for name, v in (("iters", iters), ("batch_size", batch_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -184,6 +188,9 @@ class Trainer(metaclass=_TrainerType):
         self.optimizer = self._optimizer(optimizer)
         self.scheduler = self._scheduler(schedule)
         self.baseline = self._baseline(baseline, baseline_cache)
+        from mtlkit.engine._distill import build_runtime  # URL / feature-distance probe (docs/url.md)
+
+        self.distill = build_runtime(self, distill, distill_options, feature_distance, teachers)
         self.iteration = 0
         self.logger: RunLogger | None = None
         self.epoch_iters = len(self.train_set) // (batch_size * self.world) if self.train_set is not None else None
@@ -229,6 +236,8 @@ class Trainer(metaclass=_TrainerType):
             weight_decay=config.weight_decay, poly_power=config.poly_power, seed=config.seed, device=config.device,
             num_workers=config.num_workers, grad_stats_every=config.grad_stats_every, baseline=baseline,
             progress=config.progress, config=config, model_spec=spec,
+            **({} if config.single_task else dict(distill=config.distill, distill_options=config.distill_options,
+                                                  feature_distance=config.feature_distance)),
         )
 
     # ------------------------------------------------------------------ building blocks
@@ -398,6 +407,9 @@ class Trainer(metaclass=_TrainerType):
             input_key=self.input_key,
             add_parameters=self._add_balancer_parameters,
             epoch_iters=self.epoch_iters,
+            **({} if self.distill is None else dict(
+                backward_hook=self.distill.hook(model, self.iteration, self.input_key),
+                after_step=self.distill.after_step)),
         )
 
     # ------------------------------------------------------------------ state
@@ -411,6 +423,7 @@ class Trainer(metaclass=_TrainerType):
             "balancer": self.balancer.state_dict(),
             "strategy": self.strategy.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            **({} if self.distill is None else {"distill": self.distill.state_dict()}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -427,6 +440,8 @@ class Trainer(metaclass=_TrainerType):
             prepare(self._context())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.distill is not None:
+            self.distill.load_state_dict(state.get("distill"))
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
@@ -471,6 +486,8 @@ class Trainer(metaclass=_TrainerType):
             train_time += dt
             timed_iters += 1
             skipped += int(info.get("skipped", 0))
+            if self.distill is not None:
+                info.update(self.distill.end_iteration())
             self.iteration = it + 1
             self.logger.log({"iter": it, "lr": self.optimizer.param_groups[0]["lr"], "time": dt, **info})
             if bar is not None:
@@ -522,6 +539,8 @@ class Trainer(metaclass=_TrainerType):
                     metrics["val_delta_m"] = self.baseline.delta_m(val["primary"], higher, "val")
             except MtlkitError as e:  # e.g. a baseline metric of 0: report why, never lose the run
                 metrics["delta_m_error"] = str(e)
+        if self.distill is not None:
+            metrics.update(self.distill.report())
         for cb in self.callbacks:
             extra = getattr(cb, "report", None)
             if extra is not None:

@@ -48,6 +48,12 @@ class StepContext:
     add_parameters: Callable[[list[torch.nn.Parameter], str], None] | None = None
     #: iterations per epoch (for balancers created during training: ``balancer.setup(epoch_iters=...)``)
     epoch_iters: int | None = None
+    #: an objective added AFTER the balancer (URL distillation, ``mtlkit.engine._distill``):
+    #: ``fn(features, batch, tasks)`` back-propagates it (keeping the graph) before the balancer's backward,
+    #: so gradients add and the balancer sees only the task losses; ``after_step()`` follows each optimizer
+    #: step (the distillation adaptors' own optimizer). None = off
+    backward_hook: Callable[[Any, dict[str, Any], list[str]], None] | None = None
+    after_step: Callable[[], None] | None = None
 
 
 def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | None = None):
@@ -105,6 +111,17 @@ def all_finite(losses: dict[str, torch.Tensor]) -> bool:
     return all(math.isfinite(float(v.detach())) for v in losses.values())
 
 
+def extra_backward(ctx: StepContext, feats: Any, batch: dict[str, Any], tasks: list[str]) -> None:
+    """``ctx.backward_hook`` (if any) for the tasks about to be updated; call right before the balancer."""
+    if ctx.backward_hook is not None:
+        ctx.backward_hook(feats, batch, list(tasks))
+
+
+def after_optimizer_step(ctx: StepContext) -> None:
+    if ctx.after_step is not None:
+        ctx.after_step()
+
+
 def balanced_backward(ctx: StepContext, losses: dict[str, torch.Tensor], feats: Any) -> dict[str, Any]:
     """Zero grads, then let the balancer fill them for ``losses`` (shared / last-shared params from the model)."""
     return ctx.balancer.backward(losses, **backward_kwargs(ctx.balancer, ctx.model, feats, ctx.iteration))
@@ -146,11 +163,13 @@ class Joint(Strategy):
             return {"losses": values, "skipped": 1, "steps": 0}
         rec = ctx.grad_stats
         pending = None if rec is None else rec.begin(losses, model=ctx.model, features=feats, iteration=ctx.iteration)
+        extra_backward(ctx, feats, batch, list(losses))
         info = balanced_backward(ctx, losses, feats)
         if pending is not None:
             info["grad_stats"] = pending.finish(info)
         ctx.sync_grads()
         ctx.optimizer.step()
+        after_optimizer_step(ctx)
         if getattr(ctx.balancer, "needs_post_step_losses", False):  # FAMO: same batch's losses after the step
             with torch.no_grad():
                 after, _ = compute_losses(ctx, batch)

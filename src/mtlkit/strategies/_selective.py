@@ -72,7 +72,15 @@ import torch
 from mtlkit.balancing import Equal, Fixed
 from mtlkit.errors import MtlkitError
 from mtlkit.strategies._affinity import ATTRIBUTIONS, ProximalAffinity
-from mtlkit.strategies._base import STRATEGIES, StepContext, Strategy, backward_kwargs, compute_losses
+from mtlkit.strategies._base import (
+    STRATEGIES,
+    StepContext,
+    Strategy,
+    after_optimizer_step,
+    backward_kwargs,
+    compute_losses,
+    extra_backward,
+)
 from mtlkit.strategies._grouping import (
     ORDERS,
     Groups,
@@ -345,6 +353,7 @@ class Selective(Strategy):
             rec = ctx.grad_stats if steps == 0 and grad_stats is None else None
             stats = None if rec is None else rec.begin(losses, model=model, features=feats, iteration=ctx.iteration)
             balancer = self._balancer_for(group, ctx)
+            extra_backward(ctx, feats, batch, group)  # e.g. URL: the group's distillation, added after the balancer
             info = balancer.backward(
                 self._scaled({t: losses[t] for t in group}), **backward_kwargs(balancer, model, feats, ctx.iteration)
             )
@@ -356,6 +365,7 @@ class Selective(Strategy):
                         p.grad = torch.zeros_like(p)
             ctx.sync_grads()
             ctx.optimizer.step()
+            after_optimizer_step(ctx)
             steps += 1
             weights.update({t: float(w) for t, w in (info or {}).get("weights", {}).items()})
             if getattr(balancer, "needs_post_step_losses", False):
