@@ -247,7 +247,9 @@ def _bench_claims(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from mtlkit.analysis import PLOTTERS
 
-    run = Path(args.run)
+    if len(args.run) > 1:
+        return _analyze_runs(args)
+    run = Path(args.run[0])
     if not run.is_dir():
         raise MtlkitError(f"run directory not found: {run}")
     out = Path(args.out) if args.out else run / "plots"
@@ -258,6 +260,26 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         written += PLOTTERS.get(name)(run, out)
     if not written:
         print(f"nothing to plot in {run} (record data with --grad-stats-every, --strategy selective or --dtme)")
+    for p in written:
+        print(p)
+    return 0
+
+
+def _analyze_runs(args: argparse.Namespace) -> int:
+    """``mtlkit analyze RUN RUN ...``: the plots over several runs (e.g. the imbalance study's Fig. 6)."""
+    from mtlkit.analysis import MULTI_PLOTTERS
+
+    runs = [Path(r) for r in args.run]
+    missing = [str(r) for r in runs if not r.is_dir()]
+    if missing:
+        raise MtlkitError(f"run directory not found: {', '.join(missing)}")
+    out = Path(args.out) if args.out else runs[0].parent / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in [args.only] if args.only else MULTI_PLOTTERS.names():
+        written += MULTI_PLOTTERS.get(name)(runs, out)
+    if not written:
+        print("nothing to plot over these runs (record the feature distance with --feature-distance)")
     for p in written:
         print(p)
     return 0
@@ -351,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("analyze", help="plots (PNG) from a run's logs")
-    p.add_argument("run")
+    p = sub.add_parser("analyze", help="plots (PNG) from a run's logs, or over several runs (e.g. Fig. 6)")
+    p.add_argument("run", nargs="+", help="one run directory, or several for the plots over runs")
     p.add_argument("--out")
     p.add_argument("--only", help="one plot family")
     p.set_defaults(func=cmd_analyze)
