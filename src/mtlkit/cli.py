@@ -310,6 +310,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from mtlkit.balancing import methods_table
+    from mtlkit.engine import _distill  # noqa: F401  (registers URL's row)
 
     print(methods_table())
     return 0

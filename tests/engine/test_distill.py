@@ -153,3 +153,31 @@ class _StopAt:
     def on_iteration_start(self, trainer, it):
         if it == self.n:
             raise _Stop
+
+
+def test_methods_lists_url_with_paper_and_options(capsys):
+    from mtlkit.cli import main
+
+    assert main(["methods"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("url "))
+    assert "distillation" in row and "Li, Liu & Bilen" in row and "IJCV 2023" in row
+    assert "weights=official" in row and "lr=0.01" in row and "weight_decay=0.0005" in row
+
+
+def test_cli_trains_the_teachers_then_distils(tiny_config, tmp_path, monkeypatch):
+    from mtlkit.cli import main
+
+    monkeypatch.setenv("MTLKIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "tiny-random", "--image-size", "16", "--tasks", "semseg,depth", "--iters", "2",
+                 "--batch-size", "4", "--eval-every", "0", "--distill", "url", "--distill-opt", "weights=equal",
+                 "--distill-opt", "schedule=constant", "--feature-distance", "every=1", "--out", str(out),
+                 "--no-progress"])
+    assert code == 0
+    base = json.loads(next((tmp_path / "cache" / "baselines").glob("*/baselines.json")).read_text())
+    assert set(base["runs"]) == {"semseg", "depth"}  # the teachers were trained first (the Δm cache)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["distill"]["weights"] == {"semseg": 1.0, "depth": 1.0} and metrics["delta_m"] is not None
+    assert set(metrics["feature_distance"]) == {"semseg", "depth"}
+    assert main(["train", "--dataset", "tiny-random", "--distill", "url", "--distill-opt", "alpha=1",
+                 "--out", str(tmp_path / "bad")]) == 2

@@ -36,6 +36,7 @@ from torch import nn
 from mtlkit.distill import (
     LOG_KEY,
     OPTIONS,
+    PAPER,
     FeatureDistanceProbe,
     URLDistiller,
     build_teacher,
@@ -312,3 +313,28 @@ def build_runtime(
         seed=trainer.seed, device=trainer.device, sync_grads=D.average_gradients, reduce_values=D.average_values,
     )
 
+
+
+# ---------------------------------------------------------------------- `mtlkit methods`
+def _table_rows() -> list[tuple[str, str, str, str]]:
+    opts = ", ".join(f"{k}={v}" for k, v in OPTIONS.items())
+    paper = PAPER.split(":")[0] + ", IJCV 2023"  # the table's short form; the full title in docs/url.md
+    return [("url", "distillation", paper, f"--distill url --distill-opt {opts}; teachers: single-task runs")]
+
+
+def _table_notes() -> list[str]:
+    return ["url: composes with every method and strategy (added after the balancer); official defaults: "
+            "weights semseg=1 depth=1 normals=2 (others 1), adaptor Adam lr 1e-2 wd 5e-4, cosine; "
+            "--feature-distance probes the distance to the single-task features (imbalance study Fig. 6)"]
+
+
+def _register_table_rows() -> None:
+    from mtlkit.balancing._options import TABLE_NOTES, TABLE_ROWS
+
+    if _table_rows not in TABLE_ROWS:
+        TABLE_ROWS.append(_table_rows)
+    if _table_notes not in TABLE_NOTES:
+        TABLE_NOTES.append(_table_notes)
+
+
+_register_table_rows()
