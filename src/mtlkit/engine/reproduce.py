@@ -44,6 +44,10 @@ METRIC_ALIASES = {"miou": "mIoU", "merr": "mean", "maxf": "maxF", "odsf": "odsF"
 #: recipe decoder -> mtlkit head (``multiscale_head`` has no mtlkit head yet: conv, noted in the table)
 DECODERS = {"conv": "conv", "deeplab_aspp": "aspp", "multiscale_head": "conv", "linear": "linear", "hrnet": "hrnet"}
 #: ``small`` keys that replace protocol keys (the others are merged into rows or read separately)
+#: ``--small`` stand-in backbone for the CNN architectures (MTAN, MTI-Net) when ``small.model`` is a ViT preset:
+#: our choice, overridable per recipe with ``small.cnn_model``; trained from random init (the shipped checkpoint
+#: is a ViT)
+SMALL_CNN = "resnet18"
 SMALL_REPLACES = ("model", "pretrained", "image_size", "iters", "batch_size", "optimizer", "lr", "eval", "seeds",
                   "tasks", "architecture", "weight_decay", "lr_ts", "grad_stats")
 
@@ -185,6 +189,12 @@ def _base_config(recipe: dict[str, Any], row: dict[str, Any], proto: dict[str, A
     if size:
         cfg["image_size"] = int(size)
     model = {"name": proto.get("model") if small else proto.get("backbone"), "pretrained": pretrained}
+    arch = proto.get("architecture", "shared") or "shared"
+    if small and arch in ("mtan", "mtinet"):
+        small_cnn = (recipe.get("small") or {}).get("cnn_model", SMALL_CNN)
+        if model["name"] != small_cnn:
+            notes.append(f"--arch {arch} needs a CNN: {small_cnn} from random init stands in for {model['name']}")
+            model = {"name": small_cnn, "pretrained": None}
     ckpt = proto.get("checkpoint")
     if not small and pretrained and isinstance(ckpt, str) and "." in ckpt:
         model["name"] = ckpt  # the timm name with its pretrained tag, loaded from the file
@@ -193,7 +203,6 @@ def _base_config(recipe: dict[str, Any], row: dict[str, Any], proto: dict[str, A
         model["head"] = DECODERS.get(decoder, "conv")
         if decoder == "multiscale_head":
             notes.append("decoder multiscale_head: no mtlkit head yet, conv used")
-    arch = proto.get("architecture", "shared") or "shared"
     if arch != "shared":
         model["arch"] = arch
     cfg["model"] = {k: v for k, v in model.items() if v is not None}
