@@ -45,6 +45,9 @@ class Compiler:
         self._version = version
         if not self.enabled:
             return model
+        # per-task gradients back-propagate the compiled graph several times (retain_graph=True), which
+        # AOTAutograd's donated buffers forbid; off for every graph (a small memory cost, PyTorch's advice)
+        torch._functorch.config.donated_buffer = False
         model._compiled_call_impl = self._guarded(model, model._call_impl)
         for name in _METHODS:
             method = getattr(type(model), name, None)
