@@ -39,6 +39,7 @@ def test_compiled_run_trains_like_eager_and_resumes_exactly(tmp_path):
         warnings.simplefilter("error", RuntimeWarning)  # no fallback: the forward was captured
         trainer = Trainer(config(tmp_path, "full", method="upgrad"))
         assert is_compiled(trainer.model)
+        assert {"forward_features", "forward_heads"} <= set(vars(trainer.model))  # what the strategies call
         compiled = trainer.fit()
     assert trainer.compiler.failed is None and trainer.compiler.compilations == 1
     eager = Trainer(config(tmp_path, "eager", method="upgrad", compile=None)).fit()

@@ -500,9 +500,10 @@ class Trainer(metaclass=_TrainerType):
         val_history = []
         for batch in loader:
             it = self.iteration
+            self.compiler.pause(self.model)  # callbacks (DTME calibration hooks) run the model eagerly
             for cb in self.callbacks:
                 cb.on_iteration_start(self, it)
-            self.compiler.refresh(self.model, len(self.model_spec["transforms"]))
+            self.compiler.resume(self.model, len(self.model_spec["transforms"]))  # recompiled after expansion
             t0 = time.perf_counter()
             self.model.train()
             ctx = self._context()
