@@ -186,3 +186,13 @@ def test_cli_refuses_bad_arch_names_and_options(tmp_path, capsys) -> None:
     assert "needs an architecture" in capsys.readouterr().err
     assert main([*base, "--arch", "invpt", "--baseline-kind", "twin"]) == 2
     assert "baseline_kind" in capsys.readouterr().err
+
+
+def test_url_and_feature_distance_are_refused_on_architectures(tmp_path) -> None:
+    from tests.conftest import TinyRandom
+
+    model, tasks = build("mtinet", {"semseg": 3, "depth": 1})
+    data = TinyRandom("train", tasks=list(tasks), image_size=SIZE)
+    for kw in ({"distill": "url"}, {"feature_distance": True}):
+        with pytest.raises(MtlkitError, match="--arch mtinet hands the engine its balancing cut"):
+            Trainer(model, tasks, data, iters=1, out=tmp_path / "r", device="cpu", **kw)
