@@ -196,3 +196,16 @@ def test_url_and_feature_distance_are_refused_on_architectures(tmp_path) -> None
     for kw in ({"distill": "url"}, {"feature_distance": True}):
         with pytest.raises(MtlkitError, match="--arch mtinet hands the engine its balancing cut"):
             Trainer(model, tasks, data, iters=1, out=tmp_path / "r", device="cpu", **kw)
+
+
+def test_dtme_calibration_measures_the_training_objective() -> None:
+    """DTME's conflicts on InvPT come from the losses it trains on: main + intermediate supervision."""
+    from mtlkit.dtme._calibrate import task_losses
+
+    model, tasks = build("invpt")
+    batch = make_batch(NYUD, size=SIZE)
+    got = task_losses(model, tasks, batch)
+    terms = model.loss_terms(model(batch["image"]), batch, tasks)
+    for t in tasks:
+        assert set(terms[t]) == {"main", "inter"}
+        assert float(got[t].detach()) == pytest.approx(float((terms[t]["main"] + terms[t]["inter"]).detach()), rel=1e-5)
