@@ -186,3 +186,42 @@ def test_cli_refuses_bad_arch_names_and_options(tmp_path, capsys) -> None:
     assert "needs an architecture" in capsys.readouterr().err
     assert main([*base, "--arch", "invpt", "--baseline-kind", "twin"]) == 2
     assert "baseline_kind" in capsys.readouterr().err
+
+
+def test_url_and_feature_distance_are_refused_on_architectures(tmp_path) -> None:
+    from tests.conftest import TinyRandom
+
+    model, tasks = build("mtinet", {"semseg": 3, "depth": 1})
+    data = TinyRandom("train", tasks=list(tasks), image_size=SIZE)
+    for kw in ({"distill": "url"}, {"feature_distance": True}):
+        with pytest.raises(MtlkitError, match="--arch mtinet hands the engine its balancing cut"):
+            Trainer(model, tasks, data, iters=1, out=tmp_path / "r", device="cpu", **kw)
+
+
+def test_dtme_calibration_measures_the_training_objective() -> None:
+    """DTME's conflicts on InvPT come from the losses it trains on: main + intermediate supervision."""
+    from mtlkit.dtme._calibrate import task_losses
+
+    model, tasks = build("invpt")
+    batch = make_batch(NYUD, size=SIZE)
+    got = task_losses(model, tasks, batch)
+    terms = model.loss_terms(model(batch["image"]), batch, tasks)
+    for t in tasks:
+        assert set(terms[t]) == {"main", "inter"}
+        assert float(got[t].detach()) == pytest.approx(float((terms[t]["main"] + terms[t]["inter"]).detach()), rel=1e-5)
+
+
+@pytest.mark.parametrize("arch", list(TINY))
+def test_every_twin_trains(arch: str) -> None:
+    """The single-task twin (what --single-task builds for one task) steps and lowers its loss."""
+    model, tasks = build(arch, {"normals": 3})
+    assert model.tasks == ["normals"] and isinstance(model, CLASSES[arch])
+    if arch == "mtinet":
+        assert model.self_distillation
+    batch = make_batch({"normals": 3}, size=SIZE)
+    ctx = ctx_for(model, tasks, "equal")
+    before = total_loss(model, tasks, batch)
+    for i in range(3):
+        ctx.iteration = i
+        strategies.get("joint").step(batch, ctx)
+    assert total_loss(model, tasks, batch) < before

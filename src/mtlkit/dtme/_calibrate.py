@@ -191,7 +191,12 @@ def _check_tokens(out: Any, what: str) -> torch.Tensor:
 
 
 def task_losses(model: nn.Module, tasks: Mapping[str, Any], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The training objective's per-task losses: an architecture's ``task_losses`` (with its auxiliary terms,
+    e.g. InvPT's intermediate supervision) when it has one, else ``task.loss(out[t], batch[t])``."""
     out = model(batch["image"])
+    combine = getattr(model, "task_losses", None)
+    if callable(combine):
+        return dict(combine(out, batch, {t: tasks[t] for t in tasks}))
     return {t: tasks[t].loss(out[t], batch[t]) for t in tasks}
 
 

@@ -294,6 +294,10 @@ def build_runtime(
     opts = check_options(distill, options)  # validate before loading anything
     if distill is None and not check_probe_options(probe):
         return None
+    arch = getattr(trainer.model, "arch", None)
+    if getattr(trainer.model, "forward_returns_cut", False):  # mtlkit.models.arch: features = the balancing cut
+        raise MtlkitError(f"URL / --feature-distance distil the shared encoder's features; --arch {arch} hands the "
+                          "engine its balancing cut instead: use them with --arch shared")
     tasks = list(trainer.tasks)
     if teachers is not None:
         missing = [t for t in tasks if t not in teachers]
