@@ -47,6 +47,10 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--num-workers": ("num_workers", int, "data loader workers"),
     "--baseline": ("baseline", str, "explicit single-task baselines.json for Δm"),
     "--distill": ("distill", str, "distil the single-task models into the shared features: url (docs/url.md)"),
+    "--precision": ("precision", str, "fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)"),
+    "--max-memory": ("max_memory", str, "refuse before training when one step's peak memory exceeds this, e.g. 8GB"),
+    "--arch": ("arch", str, "architecture: shared (default), mtan, mtinet, invpt or taskprompter"),
+    "--baseline-kind": ("baseline_kind", str, "Δm reference of an --arch run: arch (its single-task twins) or plain"),
 }
 
 
@@ -58,6 +62,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method-opt", action="append", metavar="KEY=VALUE", help="method hyper-parameter (repeatable)")
     p.add_argument("--strategy-opt", action="append", metavar="KEY=VALUE", help="strategy option (repeatable)")
     p.add_argument("--dataset-opt", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
+    p.add_argument("--arch-opt", action="append", metavar="KEY=VALUE",
+                   help="--arch option (repeatable; backbone.KEY=VALUE for its backbone)")
     p.add_argument("--weights", metavar="TASK=W,...", help="fixed loss weights (implies --method fixed)")
     for name, what in (("dtme", "DTME-MTL token modulation / expansion"), ("recon", "the Recon baseline")):
         p.add_argument(f"--{name}", nargs="?", const="", action="append", metavar="KEY=VALUE,...",
@@ -68,6 +74,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="probe the distance to the single-task features per task (study Fig. 6; every=N, lr=...)")
     p.add_argument("--single-task", action="store_true", default=None, help="train one model per task (baselines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the model forward (backend: inductor by default, aot_eager, eager, ...)")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -85,6 +93,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         values["strategy_options"] = parse_kv(args.strategy_opt, "--strategy-opt")
     if args.dataset_opt:
         values["dataset_options"] = parse_kv(args.dataset_opt, "--dataset-opt")
+    if getattr(args, "arch_opt", None):
+        values["arch_options"] = parse_kv(args.arch_opt, "--arch-opt")
     if args.weights:
         weights = parse_kv([args.weights], "--weights")
         bad = [k for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, int | float)]
@@ -101,6 +111,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         values["feature_distance"] = parse_kv([opts], "--feature-distance") if opts not in ("", "on", "true") else True
     if getattr(args, "no_progress", False):
         values["progress"] = False
+    if getattr(args, "compile", None) is not None:
+        values["compile"] = args.compile
     for extra in ("dtme", "recon"):
         if getattr(args, extra, None) is not None or getattr(args, f"{extra}_opt", None):
             values[extra] = args_extra(args, extra)
@@ -127,6 +139,9 @@ def check_names(cfg: Any) -> None:
     check_model(cfg.model.name, cfg.image_size, head=cfg.head, patch_size=cfg.patch_size, pretrained=cfg.pretrained)
     for t in cfg.tasks or []:
         TASKS.get(t)
+    from mtlkit.models.arch._build import split_options
+
+    split_options(cfg.model.arch, cfg.model.arch_options)  # --arch name and --arch-opt keys
     if cfg.weights is None:
         balancing.get(cfg.method.name, **cfg.method_options)
     strategies.get(cfg.strategy.name, **cfg.strategy_options)
@@ -234,8 +249,14 @@ def _bench_claims(args: argparse.Namespace) -> int:
     if args.pretrained:
         base["pretrained"] = args.pretrained
     out = Path(args.out or f"runs/claims-{args.scale}")
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise MtlkitError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     report = run_claims(out, args.scale, _tasks(args.claims), base, progress=not args.no_progress,
-                        train=not args.report_only)
+                        train=not args.report_only, seeds=seeds)
     from mtlkit.engine.claims import markdown
 
     print()
@@ -344,6 +365,18 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+PRETRAIN_FLAGS = {"--model": str, "--image-size": int, "--steps": int, "--batch-size": int, "--lr": float,
+                  "--weight-decay": float, "--warmup-steps": int, "--mask-ratio": float, "--decoder-dim": int,
+                  "--decoder-depth": int, "--decoder-heads": int, "--images": int, "--data-seed": int,
+                  "--seed": int, "--log-every": int}
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from mtlkit.engine.pretrain import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtlkit", description="Multi-task learning for dense prediction.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -363,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="baselines + methods over seeds -> paper-style table")
     p.add_argument("--suite", default="quick")
     p.add_argument("--methods", help="comma-separated methods (override the suite's)")
-    p.add_argument("--seeds", help="comma-separated seeds (override the suite's)")
+    p.add_argument("--seeds", help="comma-separated seeds (override the suite's; claims: a subset of the scale's)")
     p.add_argument("--dataset")
     p.add_argument("--iters", type=int)
     p.add_argument("--out")
@@ -411,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", default="avgnorm",
                    help="methods whose average weights are reported beside the grid's (comma-separated; none)")
     p.set_defaults(func=cmd_grid)
+    p = sub.add_parser("pretrain", help="masked-autoencoder pretraining of a ViT preset on synthetic scenes")
+    for flag, typ in PRETRAIN_FLAGS.items():
+        p.add_argument(flag, type=typ, help="default: mtlkit.engine.pretrain.PretrainConfig")
+    p.add_argument("--out", default="runs/pretrain", help="folder of the checkpoint and its provenance JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_pretrain)
     return parser
 
 

@@ -181,3 +181,28 @@ def test_cli_trains_the_teachers_then_distils(tiny_config, tmp_path, monkeypatch
     assert set(metrics["feature_distance"]) == {"semseg", "depth"}
     assert main(["train", "--dataset", "tiny-random", "--distill", "url", "--distill-opt", "alpha=1",
                  "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_url_under_fp16_scales_the_distillation_like_the_task_losses(cfg, tmp_path, monkeypatch):
+    """Under fp16 the hook back-propagates S·Σ λ_t D_t (S: the GradScaler's scale, 2^16 here) and the
+    adaptors step on the unscaled gradient: their first gradient matches the fp32 run's, not S times it."""
+    from mtlkit.distill import URLDistiller
+
+    seen: list[list[torch.Tensor]] = []
+    step = URLDistiller.step
+
+    def record(self, sync_grads=None):
+        seen.append([p.grad.clone() for p in self.parameters()])
+        return step(self, sync_grads)
+
+    monkeypatch.setattr(URLDistiller, "step", record)
+    firsts = {}
+    for precision in ("fp32", "fp16"):
+        seen.clear()
+        tr = Trainer(cfg.replace(distill="url", precision=precision, out=str(tmp_path / precision)))
+        tr.fit()
+        firsts[precision] = seen[0]
+    assert tr.precision.scaler.get_scale() >= 2.0**15
+    for a, b in zip(firsts["fp32"], firsts["fp16"], strict=True):
+        ratio = float(b.norm() / a.norm())
+        assert 0.9 < ratio < 1.1

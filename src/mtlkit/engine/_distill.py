@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtlkit.balancing._base import grad_scale_of
 from mtlkit.distill import (
     LOG_KEY,
     OPTIONS,
@@ -147,6 +148,7 @@ class DistillRuntime:
         self._teacher_feats: dict[str, torch.Tensor] | None = None
         self._probed: dict[str, float] | None = None
         self._stepped = False
+        self._scale: float | None = None
         self._nonfinite = 0
 
     # ------------------------------------------------------------------ construction at the first step
@@ -175,10 +177,12 @@ class DistillRuntime:
             self._pending = None
 
     # ------------------------------------------------------------------ the step callbacks
-    def hook(self, model: nn.Module, iteration: int, input_key: str) -> Callable[[Any, dict, list[str]], None]:
-        """The ``StepContext.backward_hook`` of one iteration."""
+    def hook(self, model: nn.Module, iteration: int, input_key: str) -> Callable[..., None]:
+        """The ``StepContext.backward_hook`` of one iteration. Under fp16 (``grad_scale``: the step's
+        GradScaler) the distillation loss is scaled as the balancer scales the task losses, and the adaptors'
+        gradients are unscaled before their own step (skipped when not finite, as the scaler skips)."""
 
-        def backward_hook(feats: Any, batch: dict[str, Any], tasks: list[str]) -> None:
+        def backward_hook(feats: Any, batch: dict[str, Any], tasks: list[str], grad_scale: Any = None) -> None:
             inputs = batch[input_key]
             self._build(model, feats, inputs)
             first = iteration != self._iteration
@@ -206,15 +210,20 @@ class DistillRuntime:
                 self._nonfinite += 1
                 warnings.warn(f"URL distillation loss is {value}; left out of this step", RuntimeWarning, stacklevel=2)
                 return
-            total.backward(retain_graph=True)
-            self._stepped = True
+            scale = grad_scale_of("url", {"grad_scale": grad_scale})
+            (total if scale is None else total * scale).backward(retain_graph=True)
+            self._stepped, self._scale = True, scale
 
         return backward_hook
 
     def after_step(self) -> None:
         """The adaptors' optimizer step, after the student's (``nyu_url.py`` lines 220-221)."""
         if self.distiller is not None and self._stepped:
-            self.distiller.step(self.sync_grads)
+            grads = [p.grad for p in self.distiller.parameters() if p.grad is not None]
+            if self._scale is not None and grads:
+                torch._foreach_div_(grads, self._scale)
+            if all(bool(torch.isfinite(g).all()) for g in grads):
+                self.distiller.step(self.sync_grads)
             self.distiller.zero_grad()
         self._stepped = False
 

@@ -22,6 +22,7 @@ from mtlkit.engine.baselines import (
     find,
     find_baselines,
     record,
+    reference_config,
 )
 from mtlkit.engine.trainer import Trainer
 from mtlkit.errors import MtlkitError
@@ -69,7 +70,10 @@ def train_baselines(
 
 
 def train_single_task_baselines(config: Any, tasks: list[str], force: bool = False) -> Path:
-    """The config path: one run per task under the config's key; returns the ``baselines.json`` path."""
+    """The config path: one run per task under the config's key; returns the ``baselines.json`` path. With
+    ``--arch`` the runs are the architecture's single-task twins (``baseline_kind="arch"``) or the plain
+    shared-encoder networks (``"plain"``)."""
+    config = reference_config(config)
     found = None if force else find_baselines(config, tasks)
     if found is not None:
         return found.path

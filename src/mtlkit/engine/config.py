@@ -50,6 +50,9 @@ class ModelConfig:
     head: str = "linear"
     patch_size: int | None = None
     pretrained: str | None = None
+    #: multi-task architecture (mtlkit.models.arch): shared (encoder + heads), mtan, mtinet, invpt, taskprompter
+    arch: str = "shared"
+    arch_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,9 +91,14 @@ class RunConfig:
     single_task: bool = False
     baseline_cache: str | None = None
     baseline: str | None = None  # explicit path of a single-task baselines JSON
+    #: Δm reference of an --arch run: "arch" (the architecture's single-task twins) or "plain" (shared encoder)
+    baseline_kind: str = "arch"
     progress: bool = True
     #: the feature-distance probe (imbalance study Fig. 6): True or its options ({every, lr, weight_decay})
     feature_distance: bool | dict[str, Any] = False
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
+    compile: str | None = None  # torch.compile backend of the model forward (e.g. inductor); None = off
+    max_memory: str | None = None  # refuse a run whose one-step peak exceeds this (e.g. "8GB")
 
 
 SECTIONS: dict[str, type] = {
@@ -117,6 +125,8 @@ FLAT_KEYS: dict[str, tuple[str, str]] = {
     "head": ("model", "head"),
     "patch_size": ("model", "patch_size"),
     "pretrained": ("model", "pretrained"),
+    "arch": ("model", "arch"),
+    "arch_options": ("model", "arch_options"),
     "method": ("method", "name"),
     "method_options": ("method", "options"),
     "weights": ("method", "weights"),
@@ -299,6 +309,11 @@ class Config:
         need(self.distill in (None, "url"), "distill", "must be url (or none)")
         need(isinstance(self.distill_options, dict), "distill_options", "must be a mapping")
         need(isinstance(self.feature_distance, bool | dict), "feature_distance", "must be true/false or options")
+        from mtlkit.engine._speed_config import check_speed_keys
+
+        check_speed_keys(self)
+        need(isinstance(self.arch_options, dict), "arch_options", "must be a mapping")
+        need(self.baseline_kind in ("arch", "plain"), "baseline_kind", "must be arch or plain")
         if self.weights is not None and self.method.name not in ("fixed", "equal"):
             raise MtlkitError("weights: fixed loss weights need --method fixed (or no --method)")
 

@@ -30,6 +30,7 @@ from mtlkit import balancing, strategies
 from mtlkit.engine import _distributed as D
 from mtlkit.engine._batch import BatchFormat, take, to_device
 from mtlkit.engine._logging import RunLogger
+from mtlkit.engine._precision import Precision
 from mtlkit.engine._protocol import check_model
 from mtlkit.engine._sampler import IterationBatchSampler
 from mtlkit.engine.baselines import Baselines, find
@@ -144,6 +145,7 @@ class Trainer(metaclass=_TrainerType):
         distill_options: Mapping[str, Any] | None = None,
         feature_distance: bool | Mapping[str, Any] = False,
         teachers: Mapping[str, torch.nn.Module] | None = None,
+        precision: str = "fp32",
     ) -> None:
         for name, v in (("iters", iters), ("batch_size", batch_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -175,6 +177,7 @@ class Trainer(metaclass=_TrainerType):
         self.model_spec.setdefault("transforms", [])
         self.initial_params = sum(p.numel() for p in self.model.parameters())
 
+        self.precision = Precision.for_model(precision, self.model)  # autocast forward, fp16 GradScaler
         self.balancer = self._balancer(balancer, balancer_options)
         self.strategy = self._strategy(strategy, strategy_options)
         self.callbacks = list(callbacks) + self._transforms(transforms)
@@ -204,7 +207,7 @@ class Trainer(metaclass=_TrainerType):
         """Build datasets, tasks, model, balancer, strategy and transforms from ``config`` (the CLI's path)."""
         from mtlkit import dtme
         from mtlkit.data import build_dataset
-        from mtlkit.models import build_model
+        from mtlkit.models.arch._build import arch_spec, build_arch_model
 
         config.validate()
         seed_everything(config.seed)
@@ -215,7 +218,8 @@ class Trainer(metaclass=_TrainerType):
         test_set = build_dataset(config.dataset, "test", **common)
         tasks = train_set.make_tasks()
         build = dict(name=config.model.name, img_size=config.image_size, head=config.head, patch_size=config.patch_size)
-        model = build_model(tasks=tasks, pretrained=config.pretrained, **build)
+        build.update(arch_spec(config.model.arch, config.model.arch_options))  # --arch: {} for shared
+        model = build_arch_model(tasks=tasks, pretrained=config.pretrained, **build)
         spec = {"build": {**build, "tasks": {t: dict(task.params) for t, task in tasks.items()}}, "transforms": []}
         method, mopts = config.method.name, dict(config.method_options)
         if config.weights is not None:
@@ -235,7 +239,7 @@ class Trainer(metaclass=_TrainerType):
             eval_every=config.eval_every, inputs=config.input_key, lr=config.lr, lr_ts=config.lr_ts,
             weight_decay=config.weight_decay, poly_power=config.poly_power, seed=config.seed, device=config.device,
             num_workers=config.num_workers, grad_stats_every=config.grad_stats_every, baseline=baseline,
-            progress=config.progress, config=config, model_spec=spec,
+            progress=config.progress, config=config, model_spec=spec, precision=config.precision,
             **({} if config.single_task else dict(distill=config.distill, distill_options=config.distill_options,
                                                   feature_distance=config.feature_distance)),
         )
@@ -407,6 +411,7 @@ class Trainer(metaclass=_TrainerType):
             input_key=self.input_key,
             add_parameters=self._add_balancer_parameters,
             epoch_iters=self.epoch_iters,
+            precision=self.precision if self.precision.enabled else None,
             **({} if self.distill is None else dict(
                 backward_hook=self.distill.hook(model, self.iteration, self.input_key),
                 after_step=self.distill.after_step)),
@@ -423,6 +428,7 @@ class Trainer(metaclass=_TrainerType):
             "balancer": self.balancer.state_dict(),
             "strategy": self.strategy.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "precision": self.precision.state_dict(),
             **({} if self.distill is None else {"distill": self.distill.state_dict()}),
         }
 
@@ -440,6 +446,7 @@ class Trainer(metaclass=_TrainerType):
             prepare(self._context())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.precision.load_state_dict(state.get("precision") or {})
         if self.distill is not None:
             self.distill.load_state_dict(state.get("distill"))
         torch.set_rng_state(state["rng"]["torch"])

@@ -49,17 +49,24 @@ class StepContext:
     #: iterations per epoch (for balancers created during training: ``balancer.setup(epoch_iters=...)``)
     epoch_iters: int | None = None
     #: an objective added AFTER the balancer (URL distillation, ``mtlkit.engine._distill``):
-    #: ``fn(features, batch, tasks)`` back-propagates it (keeping the graph) before the balancer's backward,
-    #: so gradients add and the balancer sees only the task losses; ``after_step()`` follows each optimizer
-    #: step (the distillation adaptors' own optimizer). None = off
-    backward_hook: Callable[[Any, dict[str, Any], list[str]], None] | None = None
+    #: ``fn(features, batch, tasks, grad_scale=...)`` back-propagates it (keeping the graph) before the
+    #: balancer's backward, so gradients add and the balancer sees only the task losses; ``after_step()``
+    #: follows each optimizer step (the distillation adaptors' own optimizer). None = off
+    backward_hook: Callable[..., None] | None = None
     after_step: Callable[[], None] | None = None
+    #: mixed precision (``mtlkit.engine._precision.Precision``: autocast forward, GradScaler step); None = fp32
+    precision: Any = None
 
 
 def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | None = None):
     """Forward the model on ``batch`` and return (losses dict, features or None)."""
     names = list(ctx.tasks) if tasks is None else tasks
-    out, feats = run_model(ctx.model, batch[ctx.input_key])
+    prec = ctx.precision
+    x = batch[ctx.input_key]
+    out, feats = run_model(ctx.model, x) if prec is None else prec.forward(run_model, ctx.model, x)
+    combine = getattr(ctx.model, "task_losses", None)  # architectures: main + auxiliary terms, one per task
+    if callable(combine):
+        return combine(out, batch, {t: ctx.tasks[t] for t in names}), feats
     losses = {t: ctx.tasks[t].loss(out[t], batch[t]) for t in names}
     return losses, feats
 
@@ -114,7 +121,7 @@ def all_finite(losses: dict[str, torch.Tensor]) -> bool:
 def extra_backward(ctx: StepContext, feats: Any, batch: dict[str, Any], tasks: list[str]) -> None:
     """``ctx.backward_hook`` (if any) for the tasks about to be updated; call right before the balancer."""
     if ctx.backward_hook is not None:
-        ctx.backward_hook(feats, batch, list(tasks))
+        ctx.backward_hook(feats, batch, list(tasks), **scale_kwargs(ctx))  # fp16: scaled as the balancer's
 
 
 def after_optimizer_step(ctx: StepContext) -> None:
@@ -124,7 +131,21 @@ def after_optimizer_step(ctx: StepContext) -> None:
 
 def balanced_backward(ctx: StepContext, losses: dict[str, torch.Tensor], feats: Any) -> dict[str, Any]:
     """Zero grads, then let the balancer fill them for ``losses`` (shared / last-shared params from the model)."""
-    return ctx.balancer.backward(losses, **backward_kwargs(ctx.balancer, ctx.model, feats, ctx.iteration))
+    return ctx.balancer.backward(losses, **backward_kwargs(ctx.balancer, ctx.model, feats, ctx.iteration),
+                                 **scale_kwargs(ctx))
+
+
+def scale_kwargs(ctx: StepContext) -> dict[str, Any]:
+    """``{"grad_scale": scaler}`` under fp16 (the balancer sees unscaled losses and decides unscaled), else {}."""
+    return {} if ctx.precision is None else ctx.precision.backward_kwargs()
+
+
+def optimizer_step(ctx: StepContext) -> bool:
+    """The optimizer step (through the GradScaler under fp16); False when the scaler skipped it."""
+    if ctx.precision is None:
+        ctx.optimizer.step()
+        return True
+    return ctx.precision.step(ctx.optimizer)
 
 
 class Strategy(ABC):
@@ -168,13 +189,15 @@ class Joint(Strategy):
         if pending is not None:
             info["grad_stats"] = pending.finish(info)
         ctx.sync_grads()
-        ctx.optimizer.step()
+        stepped = optimizer_step(ctx)
         after_optimizer_step(ctx)
-        if getattr(ctx.balancer, "needs_post_step_losses", False):  # FAMO: same batch's losses after the step
+        if getattr(ctx.balancer, "needs_post_step_losses", False) and not stepped:  # unchanged model: same losses
+            ctx.balancer.post_step({t: v.detach() for t, v in losses.items()})
+        elif getattr(ctx.balancer, "needs_post_step_losses", False):  # FAMO: same batch's losses after the step
             with torch.no_grad():
                 after, _ = compute_losses(ctx, batch)
             ctx.balancer.post_step(after)
-        info.update(losses=values, skipped=0, steps=1)
+        info.update(losses=values, skipped=int(not stepped), steps=int(stepped))
         return info
 
 

@@ -80,6 +80,8 @@ from mtlkit.strategies._base import (
     backward_kwargs,
     compute_losses,
     extra_backward,
+    optimizer_step,
+    scale_kwargs,
 )
 from mtlkit.strategies._grouping import (
     ORDERS,
@@ -355,7 +357,8 @@ class Selective(Strategy):
             balancer = self._balancer_for(group, ctx)
             extra_backward(ctx, feats, batch, group)  # e.g. URL: the group's distillation, added after the balancer
             info = balancer.backward(
-                self._scaled({t: losses[t] for t in group}), **backward_kwargs(balancer, model, feats, ctx.iteration)
+                self._scaled({t: losses[t] for t in group}), **backward_kwargs(balancer, model, feats, ctx.iteration),
+                **scale_kwargs(ctx),
             )
             if stats is not None:  # all tasks' gradients at the batch start vs the first group's update
                 grad_stats = {**stats.finish(info), "update_group": list(group)}
@@ -364,8 +367,14 @@ class Selective(Strategy):
                     if p.requires_grad and p.grad is None:
                         p.grad = torch.zeros_like(p)
             ctx.sync_grads()
-            ctx.optimizer.step()
+            stepped = optimizer_step(ctx)
             after_optimizer_step(ctx)
+            if not stepped:  # fp16 overflow, skipped by the GradScaler: no step to measure
+                skipped += 1
+                self.affinity.begin_batch()
+                if getattr(balancer, "needs_post_step_losses", False):  # unchanged model: the same losses
+                    balancer.post_step(self._scaled({t: losses[t].detach() for t in group}))
+                continue
             steps += 1
             weights.update({t: float(w) for t, w in (info or {}).get("weights", {}).items()})
             if getattr(balancer, "needs_post_step_losses", False):
