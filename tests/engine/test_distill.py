@@ -206,3 +206,40 @@ def test_url_under_fp16_scales_the_distillation_like_the_task_losses(cfg, tmp_pa
     for a, b in zip(firsts["fp32"], firsts["fp16"], strict=True):
         ratio = float(b.norm() / a.norm())
         assert 0.9 < ratio < 1.1
+
+
+def test_users_own_model_with_its_single_task_teachers(tmp_path):
+    """A user's SharedBottom MLP (vector features): teachers are single-task models of the same architecture,
+    given as objects; without them (and without baseline runs of a built-in model) the error names the fix."""
+    from tests.engine.tabular import TASKS as TAB
+    from tests.engine.tabular import Rows, mlp
+
+    torch.manual_seed(0)
+    teachers = {t: mlp([t]) for t in TAB}
+    before = {t: _bytes(m) for t, m in teachers.items()}
+    model = mlp(TAB)
+    tr = Trainer(model, TAB, Rows(64, 0), balancer="pcgrad", iters=3, batch_size=16, inputs="features",
+                 out=tmp_path / "run", distill="url", teachers=teachers, feature_distance=True)
+    metrics = tr.fit()
+    assert {t: _bytes(m) for t, m in teachers.items()} == before
+    assert set(metrics["distill"]["distance"]) == set(TAB) and set(metrics["feature_distance"]) == set(TAB)
+    assert metrics["distill"]["weights"] == dict.fromkeys(TAB, 1.0)  # tasks URL's official λ does not name
+    with pytest.raises(MtlkitError, match="teachers"):
+        Trainer(mlp(TAB), TAB, Rows(64, 0), iters=3, inputs="features", out=tmp_path / "bad", distill="url")
+
+
+def test_user_model_baseline_runs_cannot_be_rebuilt_as_teachers(tmp_path):
+    from mtlkit.engine import Baselines
+    from tests.engine.tabular import TASKS as TAB
+    from tests.engine.tabular import Rows, mlp
+
+    runs = {}
+    for t in TAB:
+        (tmp_path / t).mkdir()
+        (tmp_path / t / "model.json").write_text(json.dumps({"class": "mtlkit.models.SharedBottom"}))
+        (tmp_path / t / "model.safetensors").write_bytes(b"")
+        runs[t] = str(tmp_path / t)
+    base = Baselines("k", tmp_path / "baselines.json", test=dict.fromkeys(TAB, 1.0), runs=runs)
+    with pytest.raises(MtlkitError, match="pass teachers="):
+        Trainer(mlp(TAB), TAB, Rows(64, 0), iters=3, inputs="features", out=tmp_path / "r", distill="url",
+                baseline=base)

@@ -24,6 +24,7 @@ and returns what the log row gets: ``distill/<task>`` and ``feature_distance/<ta
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -109,6 +110,10 @@ def teachers_from_runs(runs: Mapping[str, str | Path], tasks: list[str], device:
         if not (run / "model.safetensors").is_file():
             raise MtlkitError(f"teacher of task {t!r}: {run}/model.safetensors not found; retrain the single-task "
                               "baselines (mtlkit train --single-task)")
+        spec = json.loads((run / "model.json").read_text()) if (run / "model.json").is_file() else {}
+        if "build" not in spec:
+            raise MtlkitError(f"teacher of task {t!r}: {run} holds a user model that cannot be rebuilt from its files; "
+                              "pass teachers={task: single-task model} to the Trainer")
         select = None if model is None else model_select(model)
         select = select[-1] if isinstance(select, list | tuple) else select
         out[t] = build_teacher(lambda run=run: load_model(run, device)[0], None, select).to(device)
