@@ -100,7 +100,10 @@ def test_distillation_is_added_after_the_balancer(cfg):
     assert info_url["weights"] == info_plain["weights"]
 
 
-def test_probe_leaves_the_trained_model_identical(cfg, tmp_path):
+@pytest.mark.parametrize(("method", "strategy"), [("equal", "joint"), ("pcgrad", "selective")])
+def test_probe_leaves_the_trained_model_identical(cfg, tmp_path, method, strategy):
+    opts = {"warmup": 1} if strategy == "selective" else {}
+    cfg = cfg.replace(method=method, strategy=strategy, strategy_options=opts)
     plain = Trainer(cfg.replace(out=str(tmp_path / "plain")))
     plain.fit()
     probed = Trainer(cfg.replace(out=str(tmp_path / "probed"), feature_distance=True))
