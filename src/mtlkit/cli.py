@@ -46,11 +46,11 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--device": ("device", str, "auto, cpu, cuda, cuda:1, ..."),
     "--num-workers": ("num_workers", int, "data loader workers"),
     "--baseline": ("baseline", str, "explicit single-task baselines.json for Δm"),
-    "--distill": ("distill", str, "distil the single-task models into the shared features: url (docs/url.md)"),
     "--precision": ("precision", str, "fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)"),
     "--max-memory": ("max_memory", str, "refuse before training when one step's peak memory exceeds this, e.g. 8GB"),
     "--arch": ("arch", str, "architecture: shared (default), mtan, mtinet, invpt or taskprompter"),
     "--baseline-kind": ("baseline_kind", str, "Δm reference of an --arch run: arch (its single-task twins) or plain"),
+    "--distill": ("distill", str, "distil the single-task models into the shared features: url (docs/url.md)"),
 }
 
 
@@ -268,7 +268,14 @@ def _bench_claims(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from mtlkit.analysis import PLOTTERS
 
-    if len(args.run) > 1:
+    if getattr(args, "reference", None):  # the radar chart: per-task M_i of RUN ... against --reference
+        from mtlkit.analysis import radar_chart
+
+        out_dir = Path(args.out) if args.out else Path(args.run[0]) / "plots"
+        for p in radar_chart(args.run, args.reference, out_dir, _tasks(args.labels), args.split):
+            print(p)
+        return 0
+    if len(args.run) > 1:  # plots over several runs (e.g. the study's Fig. 6)
         return _analyze_runs(args)
     run = Path(args.run[0])
     if not run.is_dir():
@@ -377,6 +384,33 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """``reproduce``: a paper recipe's rows -> the table beside the published numbers (mtlkit.engine.reproduce)."""
+    import yaml
+
+    if args.list:
+        from mtlkit.engine.reproduce import list_recipes
+
+        for rid, path in list_recipes(args.recipes).items():
+            r = yaml.safe_load(path.read_text())
+            print(f"{rid:20} {len(r['rows']):3} rows  {r['source'].get('table', '')}: {r['source'].get('caption', '')}")
+        return 0
+    if not args.recipe:
+        raise MtlkitError("mtlkit reproduce needs a recipe (e.g. dtme/tab7) or --list")
+    from mtlkit.engine.reproduce import jobs_table, reproduce
+
+    seeds = [int(s) for s in _tasks(args.seeds) or []] or None
+    res = reproduce(args.recipe, args.out, small=args.small, data_root=args.data_root, pretrained=args.pretrained,
+                    seeds=seeds, iters=args.iters, shard_spec=args.shard, dry_run=args.dry_run,
+                    table_only=args.table_only, device=args.device, root=args.recipes, progress=not args.no_progress)
+    if args.dry_run:
+        print(jobs_table(res["mine"]))
+    print()
+    print(res["table"]["markdown"])
+    print(f"table: {res['out']}/table.md, table.csv, table.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtlkit", description="Multi-task learning for dense prediction.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -407,8 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("analyze", help="plots (PNG) from a run's logs, or over several runs (e.g. Fig. 6)")
-    p.add_argument("run", nargs="+", help="one run directory, or several for the plots over runs")
+    p = sub.add_parser("analyze", help="plots (PNG) from a run's logs, or over several runs (Figs. 4, 6)")
+    p.add_argument("run", nargs="+", help="one run directory, or several for the plots over runs (radar chart: "
+                   "runs and baselines, with --reference)")
+    p.add_argument("--reference", help="radar chart of per-task M_i of the runs against these single-task "
+                   "baselines (a baselines.json, its folder, or a run directory)")
+    p.add_argument("--labels", help="radar chart: comma-separated names of the runs")
+    p.add_argument("--split", default="test", choices=["val", "test"], help="radar chart: metrics of this split")
     p.add_argument("--out")
     p.add_argument("--only", help="one plot family")
     p.set_defaults(func=cmd_analyze)
@@ -444,6 +483,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", default="avgnorm",
                    help="methods whose average weights are reported beside the grid's (comma-separated; none)")
     p.set_defaults(func=cmd_grid)
+    p = sub.add_parser("reproduce", help="run a paper recipe (configs/) and tabulate it beside the published numbers")
+    p.add_argument("recipe", nargs="?", help="recipe id (e.g. dtme/tab7, see --list) or a recipe file")
+    p.add_argument("--list", action="store_true", help="list the recipes")
+    p.add_argument("--data-root", help="root folder of the recipe's dataset")
+    p.add_argument("--pretrained", help="checkpoint file, or a folder with one <timm name>.safetensors per checkpoint")
+    p.add_argument("--small", action="store_true", help="CPU scale on the synthetic twin (the recipe's small section)")
+    p.add_argument("--shard", metavar="I/N", help="run jobs I, I+N, ... (parallel processes / GPUs)")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs, train nothing")
+    p.add_argument("--table-only", action="store_true", help="tabulate finished jobs, train nothing")
+    p.add_argument("--seeds", help="comma-separated seeds (override the recipe's)")
+    p.add_argument("--iters", type=int, help="override every row's iterations (smoke runs)")
+    p.add_argument("--device", help="auto, cpu, cuda:1, ... (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--out", help="output folder (default runs/reproduce/<paper>-<table>[-small])")
+    p.add_argument("--recipes", help="recipe folder (default ./configs)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
+
     p = sub.add_parser("pretrain", help="masked-autoencoder pretraining of a ViT preset on synthetic scenes")
     for flag, typ in PRETRAIN_FLAGS.items():
         p.add_argument(flag, type=typ, help="default: mtlkit.engine.pretrain.PretrainConfig")

@@ -66,8 +66,7 @@ def load_model(
         tasks = {t: make_task(t, **params) for t, params in build.pop("tasks").items()}
         # random init, whatever checkpoint the run started from: its own weights are loaded next (a timm name
         # with a pretrained tag would otherwise ask for that checkpoint again)
-        # build_model unless the spec names an --arch
-        model = build_arch_model(tasks=tasks, pretrained=False, **build)
+        model = build_arch_model(tasks=tasks, pretrained=False, **build)  # build_model unless an --arch
     model = apply_transforms(model, spec.get("transforms", []))
     try:
         model.load_state_dict(load_file(str(weights)))

@@ -94,11 +94,11 @@ class RunConfig:
     #: Δm reference of an --arch run: "arch" (the architecture's single-task twins) or "plain" (shared encoder)
     baseline_kind: str = "arch"
     progress: bool = True
-    #: the feature-distance probe (imbalance study Fig. 6): True or its options ({every, lr, weight_decay})
-    feature_distance: bool | dict[str, Any] = False
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
     compile: str | None = None  # torch.compile backend of the model forward (e.g. inductor); None = off
     max_memory: str | None = None  # refuse a run whose one-step peak exceeds this (e.g. "8GB")
+    #: the feature-distance probe (imbalance study Fig. 6): True or its options ({every, lr, weight_decay})
+    feature_distance: bool | dict[str, Any] = False
 
 
 SECTIONS: dict[str, type] = {
@@ -306,14 +306,14 @@ class Config:
         need(isinstance(self.dataset_options, dict), "dataset_options", "must be a mapping")
         need(isinstance(self.method_options, dict), "method_options", "must be a mapping")
         need(isinstance(self.strategy_options, dict), "strategy_options", "must be a mapping")
-        need(self.distill in (None, "url"), "distill", "must be url (or none)")
-        need(isinstance(self.distill_options, dict), "distill_options", "must be a mapping")
-        need(isinstance(self.feature_distance, bool | dict), "feature_distance", "must be true/false or options")
+        need(isinstance(self.arch_options, dict), "arch_options", "must be a mapping")
+        need(self.baseline_kind in ("arch", "plain"), "baseline_kind", "must be arch or plain")
         from mtlkit.engine._speed_config import check_speed_keys
 
         check_speed_keys(self)
-        need(isinstance(self.arch_options, dict), "arch_options", "must be a mapping")
-        need(self.baseline_kind in ("arch", "plain"), "baseline_kind", "must be arch or plain")
+        need(self.distill in (None, "url"), "distill", "must be url (or none)")
+        need(isinstance(self.distill_options, dict), "distill_options", "must be a mapping")
+        need(isinstance(self.feature_distance, bool | dict), "feature_distance", "must be true/false or options")
         if self.weights is not None and self.method.name not in ("fixed", "equal"):
             raise MtlkitError("weights: fixed loss weights need --method fixed (or no --method)")
 

@@ -49,19 +49,19 @@ class PretrainConfig:
 
     model: str = "micro"
     image_size: int = 64
-    steps: int = 2500
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 1.0e-3
     min_lr: float = 1.0e-5
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
-    warmup_steps: int = 125
+    warmup_steps: int = 50
     mask_ratio: float = 0.75
     norm_pix_loss: bool = True
     decoder_dim: int = 64
     decoder_depth: int = 2
     decoder_heads: int = 4
-    images: int = 10000
+    images: int = 6400
     data_seed: int = 1000
     seed: int = 0
     log_every: int = 50
@@ -332,7 +332,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> dic
     state = {k: v.detach().contiguous().clone() for k, v in model.encoder.state_dict().items()}
     name = f"{cfg.model}_mae"
     ckpt = out / f"{name}.safetensors"
-    save_file(state, str(ckpt), metadata={"format": "pt", "mtlkit": "mae-pretrain"})
+    # one metadata key only: safetensors writes a metadata map in hash order, so two keys make the file's
+    # bytes (and its sha256) differ between identical runs; the provenance lives in the JSON beside it
+    save_file(state, str(ckpt), metadata={"format": "pt"})
     provenance = {
         "objective": "masked autoencoder (He et al. 2022), norm-pixel MSE on masked patches",
         "checkpoint": ckpt.name,

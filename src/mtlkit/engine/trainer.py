@@ -29,7 +29,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from mtlkit import balancing, strategies
 from mtlkit.engine import _distributed as D
 from mtlkit.engine._batch import BatchFormat, take, to_device
+from mtlkit.engine._compile import Compiler
+from mtlkit.engine._loading import loader_options, prepare_model
 from mtlkit.engine._logging import RunLogger
+from mtlkit.engine._memory import StepMemory
 from mtlkit.engine._precision import Precision
 from mtlkit.engine._protocol import check_model
 from mtlkit.engine._sampler import IterationBatchSampler
@@ -141,11 +144,13 @@ class Trainer(metaclass=_TrainerType):
         predictions: bool = True,
         config: Config | None = None,
         model_spec: dict[str, Any] | None = None,
+        precision: str = "fp32",
+        compile: str | None = None,
+        max_memory: str | int | None = None,
         distill: str | None = None,
         distill_options: Mapping[str, Any] | None = None,
         feature_distance: bool | Mapping[str, Any] = False,
         teachers: Mapping[str, torch.nn.Module] | None = None,
-        precision: str = "fp32",
     ) -> None:
         for name, v in (("iters", iters), ("batch_size", batch_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -172,12 +177,17 @@ class Trainer(metaclass=_TrainerType):
         self.test_set, self._test_collate = _dataset(test_data, "test_data")
 
         self.model = model.to(self.device)
+        prepare_model(self.model, self.device)  # channels_last for a CNN on CUDA
         user = {"class": f"{type(model).__module__}.{type(model).__name__}"}
         self.model_spec: dict[str, Any] = dict(model_spec or user)
         self.model_spec.setdefault("transforms", [])
         self.initial_params = sum(p.numel() for p in self.model.parameters())
 
         self.precision = Precision.for_model(precision, self.model)  # autocast forward, fp16 GradScaler
+        self.compiler = Compiler(compile)  # torch.compile of the forward (None: off); recompiled after expansion
+        self.compiler.apply(self.model)
+        self.max_memory = max_memory  # checked on the first step of fit (StepMemory)
+        self.step_memory: dict[str, Any] | None = None
         self.balancer = self._balancer(balancer, balancer_options)
         self.strategy = self._strategy(strategy, strategy_options)
         self.callbacks = list(callbacks) + self._transforms(transforms)
@@ -240,6 +250,7 @@ class Trainer(metaclass=_TrainerType):
             weight_decay=config.weight_decay, poly_power=config.poly_power, seed=config.seed, device=config.device,
             num_workers=config.num_workers, grad_stats_every=config.grad_stats_every, baseline=baseline,
             progress=config.progress, config=config, model_spec=spec, precision=config.precision,
+            compile=config.compile, max_memory=config.max_memory,
             **({} if config.single_task else dict(distill=config.distill, distill_options=config.distill_options,
                                                   feature_distance=config.feature_distance)),
         )
@@ -370,22 +381,30 @@ class Trainer(metaclass=_TrainerType):
         sampler = IterationBatchSampler(len(self.train_set), self.batch_size, self.seed, start, self.rank, self.world,
                                         total=self.iters)
         loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
+                            **loader_options(self.device, self.num_workers),
                             **({"collate_fn": self._collate} if self._collate else {}))
         return _Formatted(loader, self.fmt)
 
     def _eval_loader(self, split: str) -> Iterable[dict[str, Any]]:
         dataset = self.val_set if split == "val" else self.test_set
+        cache = self.__dict__.setdefault("_eval_loaders", {})  # kept: persistent workers live across evaluations
+        key = (split, id(dataset), self.eval_batch_size)
+        if key in cache:
+            return cache[key]
         collate = self._val_collate if split == "val" else self._test_collate
         sampler = DistributedSampler(dataset, shuffle=False) if self.world > 1 else None
         loader = DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers,
+                            **loader_options(self.device, self.num_workers),
                             **({"collate_fn": collate} if collate else {}))
-        return _Formatted(loader, self.fmt)
+        cache[key] = _Formatted(loader, self.fmt)
+        return cache[key]
 
     @property
     def train_loader(self) -> Iterable[dict[str, Any]]:
         """A fresh, seeded loader of training batches (for calibration passes by transforms)."""
         loader = DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
                             num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed + 1),
+                            **loader_options(self.device, self.num_workers),
                             **({"collate_fn": self._collate} if self._collate else {}))
         return _Formatted(loader, self.fmt)
 
@@ -471,6 +490,7 @@ class Trainer(metaclass=_TrainerType):
                 self.load_state_dict(state)
         self.logger = RunLogger(self.out, enabled=main, append=resume and self.iteration > 0)
         loader = self._loader(start=self.iteration)
+        memory = StepMemory(self.device, self.max_memory)  # peak of this fit's first step; max_memory check
         bar = None
         if main and self.progress:
             from tqdm.auto import tqdm
@@ -482,10 +502,11 @@ class Trainer(metaclass=_TrainerType):
             it = self.iteration
             for cb in self.callbacks:
                 cb.on_iteration_start(self, it)
+            self.compiler.refresh(self.model, len(self.model_spec["transforms"]))
             t0 = time.perf_counter()
             self.model.train()
             ctx = self._context()
-            info = self.strategy.step(to_device(batch, self.device), ctx)
+            info = memory.measure(self.strategy.step, to_device(batch, self.device), ctx)
             with warnings.catch_warnings():  # a skipped (non-finite) step still advances the schedule
                 warnings.simplefilter("ignore", UserWarning)
                 self.scheduler.step()
@@ -508,6 +529,7 @@ class Trainer(metaclass=_TrainerType):
                 if main:
                     save_model(self.model, self.model_spec, self.out)
                     save_resume(self.state_dict(), self.out)
+        self.step_memory = memory.report() or self.step_memory
         if bar is not None:
             bar.close()
         return self._finish(train_time / max(timed_iters, 1), skipped, val_history)
@@ -530,6 +552,7 @@ class Trainer(metaclass=_TrainerType):
             "seconds_per_iter": sec_per_iter,
             "params": sum(p.numel() for p in self.model.parameters()),
             "skipped_steps": skipped,
+            "step_memory": self.step_memory,
             "val": val,
             "val_history": val_history,
         }

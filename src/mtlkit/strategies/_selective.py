@@ -367,14 +367,13 @@ class Selective(Strategy):
                     if p.requires_grad and p.grad is None:
                         p.grad = torch.zeros_like(p)
             ctx.sync_grads()
-            stepped = optimizer_step(ctx)
-            after_optimizer_step(ctx)
-            if not stepped:  # fp16 overflow, skipped by the GradScaler: no step to measure
+            if not optimizer_step(ctx):  # fp16 overflow, skipped by the GradScaler: no step to measure
                 skipped += 1
                 self.affinity.begin_batch()
                 if getattr(balancer, "needs_post_step_losses", False):  # unchanged model: the same losses
                     balancer.post_step(self._scaled({t: losses[t].detach() for t in group}))
                 continue
+            after_optimizer_step(ctx)
             steps += 1
             weights.update({t: float(w) for t, w in (info or {}).get("weights", {}).items()})
             if getattr(balancer, "needs_post_step_losses", False):

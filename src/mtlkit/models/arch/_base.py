@@ -137,8 +137,8 @@ class ArchModel(nn.Module):
         for t, task in tasks.items():
             fn = _loss_fn(task)
             terms[t] = {"main": fn(outputs[t], targets[t])}
-            for name, pred in aux.get(t, {}).items():
-                terms[t][name] = fn(pred, targets[t])
+            for name, pred in aux.get(t, {}).items():  # in the main output's dtype (fp32 losses under autocast)
+                terms[t][name] = fn(pred.to(outputs[t].dtype), targets[t])
         return terms
 
     def task_losses(
