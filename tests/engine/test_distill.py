@@ -100,7 +100,10 @@ def test_distillation_is_added_after_the_balancer(cfg):
     assert info_url["weights"] == info_plain["weights"]
 
 
-def test_probe_leaves_the_trained_model_identical(cfg, tmp_path):
+@pytest.mark.parametrize(("method", "strategy"), [("equal", "joint"), ("pcgrad", "selective")])
+def test_probe_leaves_the_trained_model_identical(cfg, tmp_path, method, strategy):
+    opts = {"warmup": 1} if strategy == "selective" else {}
+    cfg = cfg.replace(method=method, strategy=strategy, strategy_options=opts)
     plain = Trainer(cfg.replace(out=str(tmp_path / "plain")))
     plain.fit()
     probed = Trainer(cfg.replace(out=str(tmp_path / "probed"), feature_distance=True))
@@ -181,3 +184,65 @@ def test_cli_trains_the_teachers_then_distils(tiny_config, tmp_path, monkeypatch
     assert set(metrics["feature_distance"]) == {"semseg", "depth"}
     assert main(["train", "--dataset", "tiny-random", "--distill", "url", "--distill-opt", "alpha=1",
                  "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_url_under_fp16_scales_the_distillation_like_the_task_losses(cfg, tmp_path, monkeypatch):
+    """Under fp16 the hook back-propagates S·Σ λ_t D_t (S: the GradScaler's scale, 2^16 here) and the
+    adaptors step on the unscaled gradient: their first gradient matches the fp32 run's, not S times it."""
+    from mtlkit.distill import URLDistiller
+
+    seen: list[list[torch.Tensor]] = []
+    step = URLDistiller.step
+
+    def record(self, sync_grads=None):
+        seen.append([p.grad.clone() for p in self.parameters()])
+        return step(self, sync_grads)
+
+    monkeypatch.setattr(URLDistiller, "step", record)
+    firsts = {}
+    for precision in ("fp32", "fp16"):
+        seen.clear()
+        tr = Trainer(cfg.replace(distill="url", precision=precision, out=str(tmp_path / precision)))
+        tr.fit()
+        firsts[precision] = seen[0]
+    assert tr.precision.scaler.get_scale() >= 2.0**15
+    for a, b in zip(firsts["fp32"], firsts["fp16"], strict=True):
+        ratio = float(b.norm() / a.norm())
+        assert 0.9 < ratio < 1.1
+
+
+def test_users_own_model_with_its_single_task_teachers(tmp_path):
+    """A user's SharedBottom MLP (vector features): teachers are single-task models of the same architecture,
+    given as objects; without them (and without baseline runs of a built-in model) the error names the fix."""
+    from tests.engine.tabular import TASKS as TAB
+    from tests.engine.tabular import Rows, mlp
+
+    torch.manual_seed(0)
+    teachers = {t: mlp([t]) for t in TAB}
+    before = {t: _bytes(m) for t, m in teachers.items()}
+    model = mlp(TAB)
+    tr = Trainer(model, TAB, Rows(64, 0), balancer="pcgrad", iters=3, batch_size=16, inputs="features",
+                 out=tmp_path / "run", distill="url", teachers=teachers, feature_distance=True)
+    metrics = tr.fit()
+    assert {t: _bytes(m) for t, m in teachers.items()} == before
+    assert set(metrics["distill"]["distance"]) == set(TAB) and set(metrics["feature_distance"]) == set(TAB)
+    assert metrics["distill"]["weights"] == dict.fromkeys(TAB, 1.0)  # tasks URL's official λ does not name
+    with pytest.raises(MtlkitError, match="teachers"):
+        Trainer(mlp(TAB), TAB, Rows(64, 0), iters=3, inputs="features", out=tmp_path / "bad", distill="url")
+
+
+def test_user_model_baseline_runs_cannot_be_rebuilt_as_teachers(tmp_path):
+    from mtlkit.engine import Baselines
+    from tests.engine.tabular import TASKS as TAB
+    from tests.engine.tabular import Rows, mlp
+
+    runs = {}
+    for t in TAB:
+        (tmp_path / t).mkdir()
+        (tmp_path / t / "model.json").write_text(json.dumps({"class": "mtlkit.models.SharedBottom"}))
+        (tmp_path / t / "model.safetensors").write_bytes(b"")
+        runs[t] = str(tmp_path / t)
+    base = Baselines("k", tmp_path / "baselines.json", test=dict.fromkeys(TAB, 1.0), runs=runs)
+    with pytest.raises(MtlkitError, match="pass teachers="):
+        Trainer(mlp(TAB), TAB, Rows(64, 0), iters=3, inputs="features", out=tmp_path / "r", distill="url",
+                baseline=base)

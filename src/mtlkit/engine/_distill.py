@@ -24,6 +24,7 @@ and returns what the log row gets: ``distill/<task>`` and ``feature_distance/<ta
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtlkit.balancing._base import grad_scale_of
 from mtlkit.distill import (
     LOG_KEY,
     OPTIONS,
@@ -108,6 +110,10 @@ def teachers_from_runs(runs: Mapping[str, str | Path], tasks: list[str], device:
         if not (run / "model.safetensors").is_file():
             raise MtlkitError(f"teacher of task {t!r}: {run}/model.safetensors not found; retrain the single-task "
                               "baselines (mtlkit train --single-task)")
+        spec = json.loads((run / "model.json").read_text()) if (run / "model.json").is_file() else {}
+        if "build" not in spec:
+            raise MtlkitError(f"teacher of task {t!r}: {run} holds a user model that cannot be rebuilt from its files; "
+                              "pass teachers={task: single-task model} to the Trainer")
         select = None if model is None else model_select(model)
         select = select[-1] if isinstance(select, list | tuple) else select
         out[t] = build_teacher(lambda run=run: load_model(run, device)[0], None, select).to(device)
@@ -147,6 +153,7 @@ class DistillRuntime:
         self._teacher_feats: dict[str, torch.Tensor] | None = None
         self._probed: dict[str, float] | None = None
         self._stepped = False
+        self._scale: float | None = None
         self._nonfinite = 0
 
     # ------------------------------------------------------------------ construction at the first step
@@ -175,10 +182,12 @@ class DistillRuntime:
             self._pending = None
 
     # ------------------------------------------------------------------ the step callbacks
-    def hook(self, model: nn.Module, iteration: int, input_key: str) -> Callable[[Any, dict, list[str]], None]:
-        """The ``StepContext.backward_hook`` of one iteration."""
+    def hook(self, model: nn.Module, iteration: int, input_key: str) -> Callable[..., None]:
+        """The ``StepContext.backward_hook`` of one iteration. Under fp16 (``grad_scale``: the step's
+        GradScaler) the distillation loss is scaled as the balancer scales the task losses, and the adaptors'
+        gradients are unscaled before their own step (skipped when not finite, as the scaler skips)."""
 
-        def backward_hook(feats: Any, batch: dict[str, Any], tasks: list[str]) -> None:
+        def backward_hook(feats: Any, batch: dict[str, Any], tasks: list[str], grad_scale: Any = None) -> None:
             inputs = batch[input_key]
             self._build(model, feats, inputs)
             first = iteration != self._iteration
@@ -206,15 +215,20 @@ class DistillRuntime:
                 self._nonfinite += 1
                 warnings.warn(f"URL distillation loss is {value}; left out of this step", RuntimeWarning, stacklevel=2)
                 return
-            total.backward(retain_graph=True)
-            self._stepped = True
+            scale = grad_scale_of("url", {"grad_scale": grad_scale})
+            (total if scale is None else total * scale).backward(retain_graph=True)
+            self._stepped, self._scale = True, scale
 
         return backward_hook
 
     def after_step(self) -> None:
         """The adaptors' optimizer step, after the student's (``nyu_url.py`` lines 220-221)."""
         if self.distiller is not None and self._stepped:
-            self.distiller.step(self.sync_grads)
+            grads = [p.grad for p in self.distiller.parameters() if p.grad is not None]
+            if self._scale is not None and grads:
+                torch._foreach_div_(grads, self._scale)
+            if all(bool(torch.isfinite(g).all()) for g in grads):
+                self.distiller.step(self.sync_grads)
             self.distiller.zero_grad()
         self._stepped = False
 

@@ -313,8 +313,6 @@ class Config:
         check_speed_keys(self)
         need(self.distill in (None, "url"), "distill", "must be url (or none)")
         need(isinstance(self.distill_options, dict), "distill_options", "must be a mapping")
-        need(not (self.distill and self.precision == "fp16"), "distill",
-             "URL distillation is not wired to the fp16 GradScaler; use --precision bf16 or fp32")
         need(isinstance(self.feature_distance, bool | dict), "feature_distance", "must be true/false or options")
         if self.weights is not None and self.method.name not in ("fixed", "equal"):
             raise MtlkitError("weights: fixed loss weights need --method fixed (or no --method)")

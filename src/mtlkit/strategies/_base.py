@@ -48,14 +48,14 @@ class StepContext:
     add_parameters: Callable[[list[torch.nn.Parameter], str], None] | None = None
     #: iterations per epoch (for balancers created during training: ``balancer.setup(epoch_iters=...)``)
     epoch_iters: int | None = None
+    #: an objective added AFTER the balancer (URL distillation, ``mtlkit.engine._distill``):
+    #: ``fn(features, batch, tasks, grad_scale=...)`` back-propagates it (keeping the graph) before the
+    #: balancer's backward, so gradients add and the balancer sees only the task losses; ``after_step()``
+    #: follows each optimizer step (the distillation adaptors' own optimizer). None = off
+    backward_hook: Callable[..., None] | None = None
+    after_step: Callable[[], None] | None = None
     #: mixed precision (``mtlkit.engine._precision.Precision``: autocast forward, GradScaler step); None = fp32
     precision: Any = None
-    #: an objective added AFTER the balancer (URL distillation, ``mtlkit.engine._distill``):
-    #: ``fn(features, batch, tasks)`` back-propagates it (keeping the graph) before the balancer's backward,
-    #: so gradients add and the balancer sees only the task losses; ``after_step()`` follows each optimizer
-    #: step (the distillation adaptors' own optimizer). None = off
-    backward_hook: Callable[[Any, dict[str, Any], list[str]], None] | None = None
-    after_step: Callable[[], None] | None = None
 
 
 def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | None = None):
@@ -121,7 +121,7 @@ def all_finite(losses: dict[str, torch.Tensor]) -> bool:
 def extra_backward(ctx: StepContext, feats: Any, batch: dict[str, Any], tasks: list[str]) -> None:
     """``ctx.backward_hook`` (if any) for the tasks about to be updated; call right before the balancer."""
     if ctx.backward_hook is not None:
-        ctx.backward_hook(feats, batch, list(tasks))
+        ctx.backward_hook(feats, batch, list(tasks), **scale_kwargs(ctx))  # fp16: scaled as the balancer's
 
 
 def after_optimizer_step(ctx: StepContext) -> None:
