@@ -158,6 +158,8 @@ def test_delta_m_columns_are_measured_against_the_baseline_row(tmp_path: Path) -
 def test_small_run_resumes_without_retraining(tmp_path: Path, monkeypatch) -> None:
     """imbalance/tab6 at a toy size: single-task baselines + Grid Search + AvgNorm; a rerun trains nothing."""
     recipe = rp.load_recipe("imbalance/tab6", ROOT / "configs")
+    fields = rp._config_fields() - {"arch"}
+    monkeypatch.setattr(rp, "_config_fields", lambda: fields)  # MTAN rows: skipped
     jobs = rp.plan(recipe, tmp_path, small=True, seeds=[0], iters=2)
     for j in jobs:
         if not j.skip:
@@ -183,4 +185,11 @@ def test_small_run_resumes_without_retraining(tmp_path: Path, monkeypatch) -> No
             assert (j.out / "metrics.json").stat().st_mtime_ns == stamp[j.key]
     table = rp.write_table(recipe, rp.measured_values(recipe, rp.collect(jobs)), tmp_path, jobs, small=True)
     assert json.loads((tmp_path / "table.json").read_text())["rows"][0]["status"] == "1 seed(s)"
-    assert "skipped: architecture 'mtan'" in table["markdown"] or "mtan" not in str(rp._config_fields())
+    assert "skipped: architecture 'mtan' needs model.arch" in table["markdown"]
+    # a row that fails (here: MTAN on the micro ViT once model.arch exists) is reported, the others go on
+    failing = next(j for j in jobs if j.row == "mtan.avgnorm")
+    failing.out.mkdir(parents=True)
+    (failing.out / "error.txt").write_text("--arch mtan needs a CNN backbone\n")
+    failing.skip = None
+    table = rp.write_table(recipe, rp.measured_values(recipe, rp.collect(jobs)), tmp_path, jobs, small=True)
+    assert "| failed: --arch mtan needs a CNN backbone |" in table["markdown"]

@@ -493,6 +493,8 @@ def write_table(recipe: dict[str, Any], measured: dict[str, Any], out: str | Pat
     for j in jobs or []:
         if j.skip:
             skipped.setdefault(j.row, j.skip)
+        elif not j.done and (j.out / "error.txt").is_file():
+            skipped.setdefault(j.row, "failed: " + (j.out / "error.txt").read_text().strip())
         for n in j.notes:
             if n not in notes:
                 notes.append(n)
@@ -516,7 +518,8 @@ def write_table(recipe: dict[str, Any], measured: dict[str, Any], out: str | Pat
                          + (f" ({diff:+.2f})" if diff is not None else ""))
             csv_rows.append([row["id"], row.get("label", ""), m["key"], m.get("metric"), p, o, diff,
                              (mine["std"][metrics.index(m)] if mine else None)])
-        status = ("skipped: " + skipped[row["id"]]) if row["id"] in skipped else (
+        reason = skipped.get(row["id"], "")
+        status = (reason if reason.startswith("failed: ") else "skipped: " + reason) if reason else (
             f"{mine['seeds']} seed(s)" + (f", best {mine['variant']}" if mine and mine["variant"] else "")
             if mine else "not run yet")
         lines.append(f"| {row.get('label', row['id'])} | " + " | ".join(cells) + f" | {status} |")
