@@ -51,6 +51,7 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--max-memory": ("max_memory", str, "refuse before training when one step's peak memory exceeds this, e.g. 8GB"),
     "--arch": ("arch", str, "architecture: shared (default), mtan, mtinet, invpt or taskprompter"),
     "--baseline-kind": ("baseline_kind", str, "Δm reference of an --arch run: arch (its single-task twins) or plain"),
+    "--distill": ("distill", str, "distil the single-task models into the shared features: url (docs/url.md)"),
 }
 
 
@@ -69,6 +70,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name}", nargs="?", const="", action="append", metavar="KEY=VALUE,...",
                        help=f"expand the model with {what} during training (options optional, see mtlkit.dtme)")
         p.add_argument(f"--{name}-opt", action="append", metavar="KEY=VALUE", help=f"--{name} option (repeatable)")
+    p.add_argument("--distill-opt", action="append", metavar="KEY=VALUE", help="--distill url option (repeatable)")
+    p.add_argument("--feature-distance", nargs="?", const="", default=None, metavar="KEY=VALUE,...",
+                   help="probe the distance to the single-task features per task (study Fig. 6; every=N, lr=...)")
     p.add_argument("--single-task", action="store_true", default=None, help="train one model per task (baselines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
@@ -101,6 +105,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
         values.setdefault("method", "fixed")
     if args.single_task:
         values["single_task"] = True
+    if getattr(args, "distill_opt", None):
+        values["distill_options"] = parse_kv(args.distill_opt, "--distill-opt")
+    if getattr(args, "feature_distance", None) is not None:
+        opts = args.feature_distance.strip()
+        values["feature_distance"] = parse_kv([opts], "--feature-distance") if opts not in ("", "on", "true") else True
     if getattr(args, "no_progress", False):
         values["progress"] = False
     if getattr(args, "compile", None) is not None:
@@ -137,6 +146,11 @@ def check_names(cfg: Any) -> None:
     if cfg.weights is None:
         balancing.get(cfg.method.name, **cfg.method_options)
     strategies.get(cfg.strategy.name, **cfg.strategy_options)
+    if cfg.distill or cfg.distill_options or cfg.feature_distance:
+        from mtlkit.engine._distill import check_options, check_probe_options
+
+        check_options(cfg.distill, cfg.distill_options)
+        check_probe_options(cfg.feature_distance)
     if cfg.transforms:
         from mtlkit.dtme import make_transforms
 
@@ -157,6 +171,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"single-task baselines: {path}")
         print(json.dumps(json.loads(path.read_text())["test"], indent=2))
         return 0
+    from mtlkit.engine._single_task import train_teachers
+
+    train_teachers(cfg)  # --distill url / --feature-distance: the single-task teachers, trained when missing
     metrics = Trainer.from_config(cfg).fit(resume=args.resume)
     _print_metrics(metrics)
     print(f"run: {cfg.out}  (metrics.json, predictions.png, log.jsonl)")
@@ -259,6 +276,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         for p in radar_chart(args.run, args.reference, out_dir, _tasks(args.labels), args.split):
             print(p)
         return 0
+    if len(args.run) > 1:  # plots over several runs (e.g. the study's Fig. 6)
+        return _analyze_runs(args)
     run = Path(args.run[0])
     if not run.is_dir():
         raise MtlkitError(f"run directory not found: {run}")
@@ -270,6 +289,26 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         written += PLOTTERS.get(name)(run, out)
     if not written:
         print(f"nothing to plot in {run} (record data with --grad-stats-every, --strategy selective or --dtme)")
+    for p in written:
+        print(p)
+    return 0
+
+
+def _analyze_runs(args: argparse.Namespace) -> int:
+    """``mtlkit analyze RUN RUN ...``: the plots over several runs (e.g. the imbalance study's Fig. 6)."""
+    from mtlkit.analysis import MULTI_PLOTTERS
+
+    runs = [Path(r) for r in args.run]
+    missing = [str(r) for r in runs if not r.is_dir()]
+    if missing:
+        raise MtlkitError(f"run directory not found: {', '.join(missing)}")
+    out = Path(args.out) if args.out else runs[0].parent / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in [args.only] if args.only else MULTI_PLOTTERS.names():
+        written += MULTI_PLOTTERS.get(name)(runs, out)
+    if not written:
+        print("nothing to plot over these runs (record the feature distance with --feature-distance)")
     for p in written:
         print(p)
     return 0
@@ -300,6 +339,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from mtlkit.balancing import methods_table
+    from mtlkit.engine import _distill  # noqa: F401  (registers URL's row)
 
     print(methods_table())
     return 0
@@ -402,8 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("analyze", help="plots (PNG) from a run's logs")
-    p.add_argument("run", nargs="+", help="run directory (several, and baselines, with --reference)")
+    p = sub.add_parser("analyze", help="plots (PNG) from a run's logs, or over several runs (Figs. 4, 6)")
+    p.add_argument("run", nargs="+", help="one run directory, or several for the plots over runs (radar chart: "
+                   "runs and baselines, with --reference)")
     p.add_argument("--reference", help="radar chart of per-task M_i of the runs against these single-task "
                    "baselines (a baselines.json, its folder, or a run directory)")
     p.add_argument("--labels", help="radar chart: comma-separated names of the runs")

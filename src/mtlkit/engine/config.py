@@ -60,6 +60,9 @@ class MethodConfig:
     name: str = "equal"
     options: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, float] | None = None  # shorthand for name=fixed
+    #: distillation added after the balancer (``url``, see docs/url.md) and its options
+    distill: str | None = None
+    distill_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -94,6 +97,8 @@ class RunConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
     compile: str | None = None  # torch.compile backend of the model forward (e.g. inductor); None = off
     max_memory: str | None = None  # refuse a run whose one-step peak exceeds this (e.g. "8GB")
+    #: the feature-distance probe (imbalance study Fig. 6): True or its options ({every, lr, weight_decay})
+    feature_distance: bool | dict[str, Any] = False
 
 
 SECTIONS: dict[str, type] = {
@@ -125,6 +130,8 @@ FLAT_KEYS: dict[str, tuple[str, str]] = {
     "method": ("method", "name"),
     "method_options": ("method", "options"),
     "weights": ("method", "weights"),
+    "distill": ("method", "distill"),
+    "distill_options": ("method", "distill_options"),
     "strategy": ("strategy", "name"),
     "strategy_options": ("strategy", "options"),
     "dtme": ("transforms", "dtme"),
@@ -304,6 +311,11 @@ class Config:
         from mtlkit.engine._speed_config import check_speed_keys
 
         check_speed_keys(self)
+        need(self.distill in (None, "url"), "distill", "must be url (or none)")
+        need(isinstance(self.distill_options, dict), "distill_options", "must be a mapping")
+        need(not (self.distill and self.precision == "fp16"), "distill",
+             "URL distillation is not wired to the fp16 GradScaler; use --precision bf16 or fp32")
+        need(isinstance(self.feature_distance, bool | dict), "feature_distance", "must be true/false or options")
         if self.weights is not None and self.method.name not in ("fixed", "equal"):
             raise MtlkitError("weights: fixed loss weights need --method fixed (or no --method)")
 

@@ -147,6 +147,10 @@ class Trainer(metaclass=_TrainerType):
         precision: str = "fp32",
         compile: str | None = None,
         max_memory: str | int | None = None,
+        distill: str | None = None,
+        distill_options: Mapping[str, Any] | None = None,
+        feature_distance: bool | Mapping[str, Any] = False,
+        teachers: Mapping[str, torch.nn.Module] | None = None,
     ) -> None:
         for name, v in (("iters", iters), ("batch_size", batch_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -197,6 +201,9 @@ class Trainer(metaclass=_TrainerType):
         self.optimizer = self._optimizer(optimizer)
         self.scheduler = self._scheduler(schedule)
         self.baseline = self._baseline(baseline, baseline_cache)
+        from mtlkit.engine._distill import build_runtime  # URL / feature-distance probe (docs/url.md)
+
+        self.distill = build_runtime(self, distill, distill_options, feature_distance, teachers)
         self.iteration = 0
         self.logger: RunLogger | None = None
         self.epoch_iters = len(self.train_set) // (batch_size * self.world) if self.train_set is not None else None
@@ -244,6 +251,8 @@ class Trainer(metaclass=_TrainerType):
             num_workers=config.num_workers, grad_stats_every=config.grad_stats_every, baseline=baseline,
             progress=config.progress, config=config, model_spec=spec, precision=config.precision,
             compile=config.compile, max_memory=config.max_memory,
+            **({} if config.single_task else dict(distill=config.distill, distill_options=config.distill_options,
+                                                  feature_distance=config.feature_distance)),
         )
 
     # ------------------------------------------------------------------ building blocks
@@ -422,6 +431,9 @@ class Trainer(metaclass=_TrainerType):
             add_parameters=self._add_balancer_parameters,
             epoch_iters=self.epoch_iters,
             precision=self.precision if self.precision.enabled else None,
+            **({} if self.distill is None else dict(
+                backward_hook=self.distill.hook(model, self.iteration, self.input_key),
+                after_step=self.distill.after_step)),
         )
 
     # ------------------------------------------------------------------ state
@@ -436,6 +448,7 @@ class Trainer(metaclass=_TrainerType):
             "strategy": self.strategy.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
             "precision": self.precision.state_dict(),
+            **({} if self.distill is None else {"distill": self.distill.state_dict()}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -453,6 +466,8 @@ class Trainer(metaclass=_TrainerType):
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.precision.load_state_dict(state.get("precision") or {})
+        if self.distill is not None:
+            self.distill.load_state_dict(state.get("distill"))
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
@@ -499,6 +514,8 @@ class Trainer(metaclass=_TrainerType):
             train_time += dt
             timed_iters += 1
             skipped += int(info.get("skipped", 0))
+            if self.distill is not None:
+                info.update(self.distill.end_iteration())
             self.iteration = it + 1
             self.logger.log({"iter": it, "lr": self.optimizer.param_groups[0]["lr"], "time": dt, **info})
             if bar is not None:
@@ -552,6 +569,8 @@ class Trainer(metaclass=_TrainerType):
                     metrics["val_delta_m"] = self.baseline.delta_m(val["primary"], higher, "val")
             except MtlkitError as e:  # e.g. a baseline metric of 0: report why, never lose the run
                 metrics["delta_m_error"] = str(e)
+        if self.distill is not None:
+            metrics.update(self.distill.report())
         for cb in self.callbacks:
             extra = getattr(cb, "report", None)
             if extra is not None:

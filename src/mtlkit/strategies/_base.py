@@ -50,6 +50,12 @@ class StepContext:
     epoch_iters: int | None = None
     #: mixed precision (``mtlkit.engine._precision.Precision``: autocast forward, GradScaler step); None = fp32
     precision: Any = None
+    #: an objective added AFTER the balancer (URL distillation, ``mtlkit.engine._distill``):
+    #: ``fn(features, batch, tasks)`` back-propagates it (keeping the graph) before the balancer's backward,
+    #: so gradients add and the balancer sees only the task losses; ``after_step()`` follows each optimizer
+    #: step (the distillation adaptors' own optimizer). None = off
+    backward_hook: Callable[[Any, dict[str, Any], list[str]], None] | None = None
+    after_step: Callable[[], None] | None = None
 
 
 def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | None = None):
@@ -112,6 +118,17 @@ def all_finite(losses: dict[str, torch.Tensor]) -> bool:
     return all(math.isfinite(float(v.detach())) for v in losses.values())
 
 
+def extra_backward(ctx: StepContext, feats: Any, batch: dict[str, Any], tasks: list[str]) -> None:
+    """``ctx.backward_hook`` (if any) for the tasks about to be updated; call right before the balancer."""
+    if ctx.backward_hook is not None:
+        ctx.backward_hook(feats, batch, list(tasks))
+
+
+def after_optimizer_step(ctx: StepContext) -> None:
+    if ctx.after_step is not None:
+        ctx.after_step()
+
+
 def balanced_backward(ctx: StepContext, losses: dict[str, torch.Tensor], feats: Any) -> dict[str, Any]:
     """Zero grads, then let the balancer fill them for ``losses`` (shared / last-shared params from the model)."""
     return ctx.balancer.backward(losses, **backward_kwargs(ctx.balancer, ctx.model, feats, ctx.iteration),
@@ -167,11 +184,13 @@ class Joint(Strategy):
             return {"losses": values, "skipped": 1, "steps": 0}
         rec = ctx.grad_stats
         pending = None if rec is None else rec.begin(losses, model=ctx.model, features=feats, iteration=ctx.iteration)
+        extra_backward(ctx, feats, batch, list(losses))
         info = balanced_backward(ctx, losses, feats)
         if pending is not None:
             info["grad_stats"] = pending.finish(info)
         ctx.sync_grads()
         stepped = optimizer_step(ctx)
+        after_optimizer_step(ctx)
         if getattr(ctx.balancer, "needs_post_step_losses", False) and not stepped:  # unchanged model: same losses
             ctx.balancer.post_step({t: v.detach() for t, v in losses.items()})
         elif getattr(ctx.balancer, "needs_post_step_losses", False):  # FAMO: same batch's losses after the step

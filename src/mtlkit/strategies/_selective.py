@@ -76,8 +76,10 @@ from mtlkit.strategies._base import (
     STRATEGIES,
     StepContext,
     Strategy,
+    after_optimizer_step,
     backward_kwargs,
     compute_losses,
+    extra_backward,
     optimizer_step,
     scale_kwargs,
 )
@@ -353,6 +355,7 @@ class Selective(Strategy):
             rec = ctx.grad_stats if steps == 0 and grad_stats is None else None
             stats = None if rec is None else rec.begin(losses, model=model, features=feats, iteration=ctx.iteration)
             balancer = self._balancer_for(group, ctx)
+            extra_backward(ctx, feats, batch, group)  # e.g. URL: the group's distillation, added after the balancer
             info = balancer.backward(
                 self._scaled({t: losses[t] for t in group}), **backward_kwargs(balancer, model, feats, ctx.iteration),
                 **scale_kwargs(ctx),
@@ -370,6 +373,7 @@ class Selective(Strategy):
                 if getattr(balancer, "needs_post_step_losses", False):  # unchanged model: the same losses
                     balancer.post_step(self._scaled({t: losses[t].detach() for t in group}))
                 continue
+            after_optimizer_step(ctx)
             steps += 1
             weights.update({t: float(w) for t, w in (info or {}).get("weights", {}).items()})
             if getattr(balancer, "needs_post_step_losses", False):
