@@ -6,6 +6,7 @@ User errors (unknown names, bad values, missing files) print one line and exit w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -211,7 +212,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from mtlkit.engine.bench import SUITES, Suite, run_suite
+    from mtlkit.engine.bench import SUITES, run_suite
 
     if args.suite == "claims":
         return _bench_claims(args)
@@ -219,12 +220,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise MtlkitError(f"unknown suite {args.suite!r}; valid suites: {', '.join([*SUITES, 'claims'])}")
     suite = SUITES[args.suite]
     if args.methods:
-        suite = Suite(suite.dataset, _tasks(args.methods) or [], suite.seeds, suite.config)
+        suite = dataclasses.replace(suite, methods=_tasks(args.methods) or [])
     if args.seeds:
-        suite = Suite(suite.dataset, suite.methods, [int(s) for s in _tasks(args.seeds) or []], suite.config)
+        suite = dataclasses.replace(suite, seeds=[int(s) for s in _tasks(args.seeds) or []])
     base: dict[str, Any] = {}
     if args.dataset:
-        suite = Suite(args.dataset, suite.methods, suite.seeds, suite.config)
+        suite = dataclasses.replace(suite, dataset=args.dataset)
     if args.iters:
         base["iters"] = args.iters
     out = Path(args.out or f"runs/bench-{args.suite}")

@@ -142,3 +142,19 @@ def test_demo_gain_over_random_init_is_delta_m_with_random_init_as_reference() -
     md = gain_markdown(rows, ["semseg", "depth"], "synthetic-nyud")
     # (+10% semseg, +10% depth (lower is better)) / 2
     assert "equal: Δm +10.00% over 1 seed(s) (metric differences: semseg +4, depth -0.05)" in md
+
+
+def test_bench_seed_override_keeps_the_random_init_comparison(monkeypatch, capsys) -> None:
+    import mtlkit.engine.bench as bench
+    from mtlkit.cli import main
+
+    seen = {}
+
+    def fake(suite, out, base, progress=True):
+        seen["suite"] = suite
+        return {"markdown": ""}
+
+    monkeypatch.setattr(bench, "run_suite", fake)
+    assert main(["bench", "--suite", "demo", "--seeds", "0,1", "--out", "/tmp/unused-demo"]) == 0
+    assert seen["suite"].seeds == [0, 1] and seen["suite"].random_init == ["equal"]
+    assert seen["suite"].config["pretrained"] == "default"

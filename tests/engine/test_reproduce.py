@@ -191,3 +191,18 @@ def test_small_run_resumes_without_retraining(tmp_path: Path, monkeypatch) -> No
     assert json.loads((tmp_path / "table.json").read_text())["rows"][0]["status"] == "1 seed(s)"
     assert "skipped" not in table["markdown"]
     assert f"{rp.SMALL_CNN} from random init stands in" in table["markdown"]
+    # a row that fails (no metrics.json, an error.txt) is reported in the status column, the others go on
+    failing = next(j for j in jobs if j.row == "mtan.avgnorm")
+    (failing.out / "metrics.json").unlink()
+    (failing.out / "error.txt").write_text("--arch mtan needs a CNN backbone\n")
+    table = rp.write_table(recipe, rp.measured_values(recipe, rp.collect(jobs)), tmp_path, jobs, small=True)
+    assert "| failed: --arch mtan needs a CNN backbone |" in table["markdown"]
+
+
+def test_iters_override_keeps_the_expansion_share(tmp_path: Path) -> None:
+    recipe = rp.load_recipe("dtme/tab7", ROOT / "configs")
+    jobs = {j.row: j for j in rp.plan(recipe, tmp_path, small=True, seeds=[0], iters=30)}
+    assert jobs["dtme"].config["dtme"]["iteration"] == 3  # small: 30 of 300 iterations
+    assert jobs["dtme"].config["iters"] == 30
+    short = {j.row: j for j in rp.plan(recipe, tmp_path, small=True, seeds=[0], iters=2)}
+    assert short["dtme"].config["dtme"]["iteration"] == 1

@@ -333,8 +333,31 @@ def plan(recipe: dict[str, Any], out: str | Path, *, small: bool = False, data_r
                 for name, add in variants:
                     d = job_dir / name.replace(",", "_") if name else job_dir
                     cfg = {**base, **add, "out": str(d)}
+                    if iters is not None:
+                        _scale_schedule(cfg, proto, ds, int(iters), notes)
                     jobs.append(Job(out=d, config=cfg, variant=name, **common))
     return jobs
+
+
+def _scale_schedule(cfg: dict[str, Any], proto: dict[str, Any], dataset: str, iters: int, notes: list[str]) -> None:
+    """``--iters`` override: DTME / Recon expansion iterations and the selective warm-up keep their share of the
+    run (at least 1, before the end)."""
+    orig = proto.get("iters")
+    orig = _per_dataset(orig, dataset) if orig is not None else None
+    if not isinstance(orig, int) or orig <= 0:
+        return
+
+    def scaled(v: Any) -> Any:
+        return max(1, min(iters - 1, round(v * iters / orig))) if isinstance(v, int) and v > 0 else v
+
+    for key in ("dtme", "recon"):
+        if isinstance(cfg.get(key), dict) and cfg[key].get("iteration") is not None:
+            cfg[key] = {**cfg[key], "iteration": scaled(cfg[key]["iteration"])}
+    if isinstance(cfg.get("strategy_options"), dict) and "warmup" in cfg["strategy_options"]:
+        cfg["strategy_options"] = {**cfg["strategy_options"], "warmup": scaled(cfg["strategy_options"]["warmup"])}
+    note = f"--iters {iters}: expansion iteration / warm-up scaled by {iters}/{orig}"
+    if note not in notes:
+        notes.append(note)
 
 
 def shard(jobs: list[Job], spec: str | None) -> list[Job]:
@@ -502,6 +525,8 @@ def write_table(recipe: dict[str, Any], measured: dict[str, Any], out: str | Pat
     for j in jobs or []:
         if j.skip:
             skipped.setdefault(j.row, j.skip)
+        elif not j.done and (j.out / "error.txt").is_file():
+            skipped.setdefault(j.row, "failed: " + (j.out / "error.txt").read_text().strip())
         for n in j.notes:
             if n not in notes:
                 notes.append(n)
@@ -525,7 +550,8 @@ def write_table(recipe: dict[str, Any], measured: dict[str, Any], out: str | Pat
                          + (f" ({diff:+.2f})" if diff is not None else ""))
             csv_rows.append([row["id"], row.get("label", ""), m["key"], m.get("metric"), p, o, diff,
                              (mine["std"][metrics.index(m)] if mine else None)])
-        status = ("skipped: " + skipped[row["id"]]) if row["id"] in skipped else (
+        reason = skipped.get(row["id"], "")
+        status = (reason if reason.startswith("failed: ") else "skipped: " + reason) if reason else (
             f"{mine['seeds']} seed(s)" + (f", best {mine['variant']}" if mine and mine["variant"] else "")
             if mine else "not run yet")
         lines.append(f"| {row.get('label', row['id'])} | " + " | ".join(cells) + f" | {status} |")
