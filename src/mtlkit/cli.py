@@ -142,6 +142,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(json.loads(path.read_text())["test"], indent=2))
         return 0
     metrics = Trainer.from_config(cfg).fit(resume=args.resume)
+    if metrics.get("skipped_steps"):
+        print(f"mtlkit: warning: {metrics['skipped_steps']} step(s) of {metrics['iterations']} iterations skipped for "
+              "non-finite losses or gradients (log.jsonl: \"skipped\")", file=sys.stderr)
     _print_metrics(metrics)
     print(f"run: {cfg.out}  (metrics.json, predictions.png, log.jsonl)")
     return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ class RunConfig:
     baseline_cache: str | None = None
     baseline: str | None = None  # explicit path of a single-task baselines JSON
     progress: bool = True
+    #: abort (exit code 2) after this many consecutive batches without an optimizer step (0 = never)
+    max_consecutive_skipped: int = 20
 
 
 SECTIONS: dict[str, type] = {
@@ -274,9 +277,12 @@ class Config:
 
         for key in ("iters", "batch_size", "eval_batch_size", "image_size"):
             pos_int(key)
-        need(number("lr") > 0, "lr", "must be > 0")
-        need(number("lr_ts") > 0, "lr_ts", "must be > 0")
-        need(number("weight_decay") >= 0, "weight_decay", "must be >= 0")
+        need(0 < number("lr") < math.inf, "lr", "must be a finite number > 0")
+        need(0 < number("lr_ts") < math.inf, "lr_ts", "must be a finite number > 0")
+        need(0 <= number("weight_decay") < math.inf, "weight_decay", "must be a finite number >= 0")
+        mcs = self.max_consecutive_skipped
+        need(isinstance(mcs, int) and not isinstance(mcs, bool) and mcs >= 0, "max_consecutive_skipped",
+             "must be an integer >= 0 (0 = never abort)")
         need(isinstance(self.eval_every, int) and self.eval_every >= 0, "eval_every", "must be >= 0 (0 = at the end)")
         need(isinstance(self.grad_stats_every, int) and self.grad_stats_every >= 0, "grad_stats_every",
              "must be >= 0 (0 = off)")

@@ -18,6 +18,7 @@ import torch
 from mtlkit._registry import Registry
 from mtlkit.balancing import FAMO, GeometricLossStrategy, JacobianAggregator, UncertaintyWeighting, WeightedSum
 from mtlkit.models.protocol import last_shared_parameters, run_model, shared_parameters
+from mtlkit.strategies._guard import guarded_step
 
 
 def _identity(x: Any) -> Any:
@@ -133,7 +134,8 @@ STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 class Joint(Strategy):
     """One forward, one balanced backward, one optimizer step per batch (the usual MTL update).
 
-    A non-finite loss skips the step (no parameter or optimizer-state change) and is counted in the log.
+    A non-finite loss or gradient skips the step (no parameter or optimizer-state change; :mod:`._guard`) and
+    is counted in the log.
     """
 
     name = "joint"
@@ -150,7 +152,9 @@ class Joint(Strategy):
         if pending is not None:
             info["grad_stats"] = pending.finish(info)
         ctx.sync_grads()
-        ctx.optimizer.step()
+        if not guarded_step(ctx.optimizer):  # a non-finite update: no weight or optimizer state changes
+            info.update(losses=values, skipped=1, steps=0)
+            return info
         if getattr(ctx.balancer, "needs_post_step_losses", False):  # FAMO: same batch's losses after the step
             with torch.no_grad():
                 after, _ = compute_losses(ctx, batch)

@@ -83,6 +83,7 @@ from mtlkit.strategies._grouping import (
     random_groups,
     separate_groups,
 )
+from mtlkit.strategies._guard import guarded_step
 
 GROUPINGS = ("affinity", "joint", "separate", "random")
 
@@ -355,7 +356,9 @@ class Selective(Strategy):
                     if p.requires_grad and p.grad is None:
                         p.grad = torch.zeros_like(p)
             ctx.sync_grads()
-            ctx.optimizer.step()
+            if not guarded_step(ctx.optimizer):  # a non-finite update: this group's step is skipped
+                skipped += 1
+                continue
             steps += 1
             weights.update({t: float(w) for t, w in (info or {}).get("weights", {}).items()})
             if getattr(balancer, "needs_post_step_losses", False):
