@@ -46,6 +46,11 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--device": ("device", str, "auto, cpu, cuda, cuda:1, ..."),
     "--num-workers": ("num_workers", int, "data loader workers"),
     "--baseline": ("baseline", str, "explicit single-task baselines.json for Δm"),
+    "--precision": ("precision", str, "fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)"),
+    "--max-memory": ("max_memory", str, "refuse before training when one step's peak memory exceeds this, e.g. 8GB"),
+    "--arch": ("arch", str, "architecture: shared (default), mtan, mtinet, invpt or taskprompter"),
+    "--baseline-kind": ("baseline_kind", str, "Δm reference of an --arch run: arch (its single-task twins) or plain"),
+    "--distill": ("distill", str, "distil the single-task models into the shared features: url (docs/url.md)"),
 }
 
 
@@ -57,13 +62,20 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method-opt", action="append", metavar="KEY=VALUE", help="method hyper-parameter (repeatable)")
     p.add_argument("--strategy-opt", action="append", metavar="KEY=VALUE", help="strategy option (repeatable)")
     p.add_argument("--dataset-opt", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
+    p.add_argument("--arch-opt", action="append", metavar="KEY=VALUE",
+                   help="--arch option (repeatable; backbone.KEY=VALUE for its backbone)")
     p.add_argument("--weights", metavar="TASK=W,...", help="fixed loss weights (implies --method fixed)")
     for name, what in (("dtme", "DTME-MTL token modulation / expansion"), ("recon", "the Recon baseline")):
         p.add_argument(f"--{name}", nargs="?", const="", action="append", metavar="KEY=VALUE,...",
                        help=f"expand the model with {what} during training (options optional, see mtlkit.dtme)")
         p.add_argument(f"--{name}-opt", action="append", metavar="KEY=VALUE", help=f"--{name} option (repeatable)")
+    p.add_argument("--distill-opt", action="append", metavar="KEY=VALUE", help="--distill url option (repeatable)")
+    p.add_argument("--feature-distance", nargs="?", const="", default=None, metavar="KEY=VALUE,...",
+                   help="probe the distance to the single-task features per task (study Fig. 6; every=N, lr=...)")
     p.add_argument("--single-task", action="store_true", default=None, help="train one model per task (baselines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the model forward (backend: inductor by default, aot_eager, eager, ...)")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -81,6 +93,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         values["strategy_options"] = parse_kv(args.strategy_opt, "--strategy-opt")
     if args.dataset_opt:
         values["dataset_options"] = parse_kv(args.dataset_opt, "--dataset-opt")
+    if getattr(args, "arch_opt", None):
+        values["arch_options"] = parse_kv(args.arch_opt, "--arch-opt")
     if args.weights:
         weights = parse_kv([args.weights], "--weights")
         bad = [k for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, int | float)]
@@ -90,8 +104,15 @@ def config_from_args(args: argparse.Namespace) -> Any:
         values.setdefault("method", "fixed")
     if args.single_task:
         values["single_task"] = True
+    if getattr(args, "distill_opt", None):
+        values["distill_options"] = parse_kv(args.distill_opt, "--distill-opt")
+    if getattr(args, "feature_distance", None) is not None:
+        opts = args.feature_distance.strip()
+        values["feature_distance"] = parse_kv([opts], "--feature-distance") if opts not in ("", "on", "true") else True
     if getattr(args, "no_progress", False):
         values["progress"] = False
+    if getattr(args, "compile", None) is not None:
+        values["compile"] = args.compile
     for extra in ("dtme", "recon"):
         if getattr(args, extra, None) is not None or getattr(args, f"{extra}_opt", None):
             values[extra] = args_extra(args, extra)
@@ -118,9 +139,17 @@ def check_names(cfg: Any) -> None:
     check_model(cfg.model.name, cfg.image_size, head=cfg.head, patch_size=cfg.patch_size, pretrained=cfg.pretrained)
     for t in cfg.tasks or []:
         TASKS.get(t)
+    from mtlkit.models.arch._build import split_options
+
+    split_options(cfg.model.arch, cfg.model.arch_options)  # --arch name and --arch-opt keys
     if cfg.weights is None:
         balancing.get(cfg.method.name, **cfg.method_options)
     strategies.get(cfg.strategy.name, **cfg.strategy_options)
+    if cfg.distill or cfg.distill_options or cfg.feature_distance:
+        from mtlkit.engine._distill import check_options, check_probe_options
+
+        check_options(cfg.distill, cfg.distill_options)
+        check_probe_options(cfg.feature_distance)
     if cfg.transforms:
         from mtlkit.dtme import make_transforms
 
@@ -141,6 +170,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"single-task baselines: {path}")
         print(json.dumps(json.loads(path.read_text())["test"], indent=2))
         return 0
+    from mtlkit.engine._single_task import train_teachers
+
+    train_teachers(cfg)  # --distill url / --feature-distance: the single-task teachers, trained when missing
     metrics = Trainer.from_config(cfg).fit(resume=args.resume)
     if metrics.get("skipped_steps"):
         print(f"mtlkit: warning: {metrics['skipped_steps']} step(s) of {metrics['iterations']} iterations skipped for "
@@ -220,8 +252,14 @@ def _bench_claims(args: argparse.Namespace) -> int:
     if args.pretrained:
         base["pretrained"] = args.pretrained
     out = Path(args.out or f"runs/claims-{args.scale}")
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise MtlkitError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     report = run_claims(out, args.scale, _tasks(args.claims), base, progress=not args.no_progress,
-                        train=not args.report_only)
+                        train=not args.report_only, seeds=seeds)
     from mtlkit.engine.claims import markdown
 
     print()
@@ -233,7 +271,16 @@ def _bench_claims(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from mtlkit.analysis import PLOTTERS
 
-    run = Path(args.run)
+    if getattr(args, "reference", None):  # the radar chart: per-task M_i of RUN ... against --reference
+        from mtlkit.analysis import radar_chart
+
+        out_dir = Path(args.out) if args.out else Path(args.run[0]) / "plots"
+        for p in radar_chart(args.run, args.reference, out_dir, _tasks(args.labels), args.split):
+            print(p)
+        return 0
+    if len(args.run) > 1:  # plots over several runs (e.g. the study's Fig. 6)
+        return _analyze_runs(args)
+    run = Path(args.run[0])
     if not run.is_dir():
         raise MtlkitError(f"run directory not found: {run}")
     out = Path(args.out) if args.out else run / "plots"
@@ -244,6 +291,26 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         written += PLOTTERS.get(name)(run, out)
     if not written:
         print(f"nothing to plot in {run} (record data with --grad-stats-every, --strategy selective or --dtme)")
+    for p in written:
+        print(p)
+    return 0
+
+
+def _analyze_runs(args: argparse.Namespace) -> int:
+    """``mtlkit analyze RUN RUN ...``: the plots over several runs (e.g. the imbalance study's Fig. 6)."""
+    from mtlkit.analysis import MULTI_PLOTTERS
+
+    runs = [Path(r) for r in args.run]
+    missing = [str(r) for r in runs if not r.is_dir()]
+    if missing:
+        raise MtlkitError(f"run directory not found: {', '.join(missing)}")
+    out = Path(args.out) if args.out else runs[0].parent / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in [args.only] if args.only else MULTI_PLOTTERS.names():
+        written += MULTI_PLOTTERS.get(name)(runs, out)
+    if not written:
+        print("nothing to plot over these runs (record the feature distance with --feature-distance)")
     for p in written:
         print(p)
     return 0
@@ -274,6 +341,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from mtlkit.balancing import methods_table
+    from mtlkit.engine import _distill  # noqa: F401  (registers URL's row)
 
     print(methods_table())
     return 0
@@ -307,6 +375,45 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+PRETRAIN_FLAGS = {"--model": str, "--image-size": int, "--steps": int, "--batch-size": int, "--lr": float,
+                  "--weight-decay": float, "--warmup-steps": int, "--mask-ratio": float, "--decoder-dim": int,
+                  "--decoder-depth": int, "--decoder-heads": int, "--images": int, "--data-seed": int,
+                  "--seed": int, "--log-every": int}
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from mtlkit.engine.pretrain import run_from_args
+
+    return run_from_args(args)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """``reproduce``: a paper recipe's rows -> the table beside the published numbers (mtlkit.engine.reproduce)."""
+    import yaml
+
+    if args.list:
+        from mtlkit.engine.reproduce import list_recipes
+
+        for rid, path in list_recipes(args.recipes).items():
+            r = yaml.safe_load(path.read_text())
+            print(f"{rid:20} {len(r['rows']):3} rows  {r['source'].get('table', '')}: {r['source'].get('caption', '')}")
+        return 0
+    if not args.recipe:
+        raise MtlkitError("mtlkit reproduce needs a recipe (e.g. dtme/tab7) or --list")
+    from mtlkit.engine.reproduce import jobs_table, reproduce
+
+    seeds = [int(s) for s in _tasks(args.seeds) or []] or None
+    res = reproduce(args.recipe, args.out, small=args.small, data_root=args.data_root, pretrained=args.pretrained,
+                    seeds=seeds, iters=args.iters, shard_spec=args.shard, dry_run=args.dry_run,
+                    table_only=args.table_only, device=args.device, root=args.recipes, progress=not args.no_progress)
+    if args.dry_run:
+        print(jobs_table(res["mine"]))
+    print()
+    print(res["table"]["markdown"])
+    print(f"table: {res['out']}/table.md, table.csv, table.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtlkit", description="Multi-task learning for dense prediction.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -326,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="baselines + methods over seeds -> paper-style table")
     p.add_argument("--suite", default="quick")
     p.add_argument("--methods", help="comma-separated methods (override the suite's)")
-    p.add_argument("--seeds", help="comma-separated seeds (override the suite's)")
+    p.add_argument("--seeds", help="comma-separated seeds (override the suite's; claims: a subset of the scale's)")
     p.add_argument("--dataset")
     p.add_argument("--iters", type=int)
     p.add_argument("--out")
@@ -337,8 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("analyze", help="plots (PNG) from a run's logs")
-    p.add_argument("run")
+    p = sub.add_parser("analyze", help="plots (PNG) from a run's logs, or over several runs (Figs. 4, 6)")
+    p.add_argument("run", nargs="+", help="one run directory, or several for the plots over runs (radar chart: "
+                   "runs and baselines, with --reference)")
+    p.add_argument("--reference", help="radar chart of per-task M_i of the runs against these single-task "
+                   "baselines (a baselines.json, its folder, or a run directory)")
+    p.add_argument("--labels", help="radar chart: comma-separated names of the runs")
+    p.add_argument("--split", default="test", choices=["val", "test"], help="radar chart: metrics of this split")
     p.add_argument("--out")
     p.add_argument("--only", help="one plot family")
     p.set_defaults(func=cmd_analyze)
@@ -374,6 +486,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", default="avgnorm",
                    help="methods whose average weights are reported beside the grid's (comma-separated; none)")
     p.set_defaults(func=cmd_grid)
+    p = sub.add_parser("reproduce", help="run a paper recipe (configs/) and tabulate it beside the published numbers")
+    p.add_argument("recipe", nargs="?", help="recipe id (e.g. dtme/tab7, see --list) or a recipe file")
+    p.add_argument("--list", action="store_true", help="list the recipes")
+    p.add_argument("--data-root", help="root folder of the recipe's dataset")
+    p.add_argument("--pretrained", help="checkpoint file, or a folder with one <timm name>.safetensors per checkpoint")
+    p.add_argument("--small", action="store_true", help="CPU scale on the synthetic twin (the recipe's small section)")
+    p.add_argument("--shard", metavar="I/N", help="run jobs I, I+N, ... (parallel processes / GPUs)")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs, train nothing")
+    p.add_argument("--table-only", action="store_true", help="tabulate finished jobs, train nothing")
+    p.add_argument("--seeds", help="comma-separated seeds (override the recipe's)")
+    p.add_argument("--iters", type=int, help="override every row's iterations (smoke runs)")
+    p.add_argument("--device", help="auto, cpu, cuda:1, ... (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--out", help="output folder (default runs/reproduce/<paper>-<table>[-small])")
+    p.add_argument("--recipes", help="recipe folder (default ./configs)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("pretrain", help="masked-autoencoder pretraining of a ViT preset on synthetic scenes")
+    for flag, typ in PRETRAIN_FLAGS.items():
+        p.add_argument(flag, type=typ, help="default: mtlkit.engine.pretrain.PretrainConfig")
+    p.add_argument("--out", default="runs/pretrain", help="folder of the checkpoint and its provenance JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_pretrain)
     return parser
 
 

@@ -32,6 +32,10 @@ def test_verdict_equivalence_and_missing_values():
     assert C.verdict([2.5, 2.7, 2.3], b, tolerance=1.0) == "does not hold"
     assert C.verdict([], b) == "not resolved at this scale"
     assert C.verdict([float("nan")], b) == "not resolved at this scale"
+    # one seed has no spread: never a verdict, however large the difference
+    assert C.verdict([100.0], [0.0]) == "not resolved at this scale"
+    assert C.verdict([100.0], b) == "not resolved at this scale"
+    assert C.verdict([1.0], [1.0], tolerance=1.0) == "not resolved at this scale"
     with pytest.raises(MtlkitError, match="sign"):
         C.verdict(b, b, sign=0)
 
@@ -92,6 +96,8 @@ def test_one_claim_end_to_end_at_the_tiny_scale(tmp_path, monkeypatch):
     assert "uniform MTL loses" in (tmp_path / "claims.md").read_text()
     with pytest.raises(MtlkitError, match="unknown claim"):
         C.run_claims(tmp_path, "tiny", ["nope"])
+    with pytest.raises(MtlkitError, match="seeds"):
+        C.run_claims(tmp_path, "tiny", ["uniform-loses"], seeds=[7])
 
 
 def test_report_only_tabulates_what_exists_without_training(tmp_path):
@@ -99,3 +105,13 @@ def test_report_only_tabulates_what_exists_without_training(tmp_path):
     (row,) = report["claims"]
     assert row["a"] == [] and row["verdict"] == "not resolved at this scale"
     assert not (tmp_path / "runs").exists()
+
+
+def test_cli_seeds_subset_is_checked_against_the_scale(tmp_path, capsys):
+    from mtlkit.cli import main
+
+    assert main(["bench", "--suite", "claims", "--scale", "tiny", "--seeds", "9", "--report-only",
+                 "--out", str(tmp_path)]) == 2
+    assert "not in the 'tiny' scale's seeds" in capsys.readouterr().err
+    assert main(["bench", "--suite", "claims", "--scale", "tiny", "--seeds", "1", "--report-only",
+                 "--claims", "grid-recovers", "--out", str(tmp_path)]) == 0

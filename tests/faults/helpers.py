@@ -15,7 +15,7 @@ from mtlkit.data.transforms import sample_rng
 from mtlkit.engine import Trainer
 from tests.conftest import TinyRandom
 
-TIMING = ("seconds", "time", "_s_per_", "_ms", "inference_ratio", "inference_overhead", "timing")
+TIMING = ("seconds", "time", "_s_per_", "_ms", "inference_ratio", "inference_overhead", "timing", "step_memory")
 
 
 class TinyAugmented(TinyRandom):
@@ -49,7 +49,7 @@ class StopAt:
 
 
 def without_timing(obj: Any) -> Any:
-    """``metrics.json`` without wall-clock measurements (the only values that differ between two runs)."""
+    """``metrics.json`` without wall-clock and memory measurements (the only values that differ between two runs)."""
     if isinstance(obj, dict):
         return {k: without_timing(v) for k, v in obj.items() if not any(t in k for t in TIMING)}
     if isinstance(obj, list):

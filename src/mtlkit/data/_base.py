@@ -54,6 +54,11 @@ class MultiTaskDataset(Dataset):
         """Keyword arguments for :func:`mtlkit.tasks.make_task` per task (e.g. ``num_classes``)."""
         return {}
 
+    def groups(self) -> list[str] | None:
+        """The scene (building) of each sample, for datasets made of scans of scenes; ``None`` otherwise.
+        The ``subsample`` knob's ``scenes`` / ``scans_per_scene`` use it (:mod:`mtlkit.data._knobs`)."""
+        return None
+
     def make_tasks(self, names: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
         """The :class:`mtlkit.tasks.Task` objects of this dataset (or the subset ``names``)."""
         from mtlkit.tasks import make_task

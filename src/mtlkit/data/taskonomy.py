@@ -155,6 +155,9 @@ class Taskonomy(MultiTaskDataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def groups(self) -> list[str]:
+        return [building for building, _ in self.items]
+
     def path(self, domain: str, index: int) -> Path:
         building, view = self.items[index]
         return view_file(self.root, domain, self.component, building, view)
@@ -248,6 +251,9 @@ class Replica(DenseDataset):
 
     def task_params(self) -> dict[str, dict[str, Any]]:
         return {"semseg": {"num_classes": self.num_classes}}
+
+    def groups(self) -> list[str]:
+        return [building for building, _ in self.items]
 
     def path(self, domain: str, index: int) -> Path:
         building, view = self.items[index]

@@ -127,7 +127,7 @@ def plot_feature_distance(runs: Runs, path: str | Path, *, title: str | None = N
         fig.supxlabel("iteration", fontsize=9)
         fig.supylabel("feature distance to single-task", fontsize=9)
     else:
-        fig = Figure(figsize=(1.6 + 0.5 * len(tasks) * max(len(methods), 2), 3.4), layout="constrained")
+        fig = Figure(figsize=(max(5.5, 1.6 + 0.5 * len(tasks) * max(len(methods), 2)), 3.4), layout="constrained")
         ax = fig.subplots()
         width = 0.8 / len(methods)
         for j, m in enumerate(methods):

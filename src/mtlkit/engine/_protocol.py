@@ -41,6 +41,10 @@ def check_model(
     """Raise :class:`MtlkitError` when ``model`` cannot serve this combination (one line: what is missing)."""
     kind = type(model).__name__
     method = getattr(balancer, "name", type(balancer).__name__)
+    from mtlkit.models.arch._build import check_arch_support
+
+    check_arch_support(model, method, getattr(balancer, "on", None) == "features",
+                       [getattr(t, "name", type(t).__name__) for t in transforms])
     if uses_shared_parameters(balancer) and not _has(model, "shared_parameters"):
         raise MtlkitError(f"method {method!r} needs model.shared_parameters(), which {kind} lacks; {_FIX}")
     if getattr(balancer, "on", None) == "features" and not has_features(model):

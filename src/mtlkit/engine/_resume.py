@@ -44,6 +44,8 @@ def trainer_state(trainer: Any) -> dict[str, Any]:
         "frozen": [n for n, p in trainer.model.named_parameters() if not p.requires_grad],
         "expansions": {c.name: {"report": c.result.report, "training": c.result.extra.get("training")}
                        for c in _expansions(trainer) if c.result is not None},
+        **({"precision": trainer.precision.state_dict()} if getattr(trainer, "precision", None) is not None else {}),
+        **({"distill": trainer.distill.state_dict()} if getattr(trainer, "distill", None) is not None else {}),
     }
 
 
@@ -124,6 +126,10 @@ def restore(trainer: Any, state: dict[str, Any]) -> None:
         raise ResumeError(f"{out}: the saved optimizer state does not fit ({e}); resume with the run's own "
                           "config") from None
     trainer.scheduler.load_state_dict(state["scheduler"])
+    if getattr(trainer, "precision", None) is not None:
+        trainer.precision.load_state_dict(state.get("precision") or {})
+    if getattr(trainer, "distill", None) is not None:
+        trainer.distill.load_state_dict(state.get("distill"))
     set_rng_state(state["rng"], getattr(trainer, "loader_generator", None))
     trainer.iteration = int(state["iteration"])
     trainer.run_state = {**new_run_state(), **state.get("run", {})}

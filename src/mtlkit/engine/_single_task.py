@@ -22,6 +22,7 @@ from mtlkit.engine.baselines import (
     find,
     find_baselines,
     record,
+    reference_config,
 )
 from mtlkit.engine.trainer import Trainer
 from mtlkit.errors import MtlkitError
@@ -69,7 +70,10 @@ def train_baselines(
 
 
 def train_single_task_baselines(config: Any, tasks: list[str], force: bool = False) -> Path:
-    """The config path: one run per task under the config's key; returns the ``baselines.json`` path."""
+    """The config path: one run per task under the config's key; returns the ``baselines.json`` path. With
+    ``--arch`` the runs are the architecture's single-task twins (``baseline_kind="arch"``) or the plain
+    shared-encoder networks (``"plain"``)."""
+    config = reference_config(config)
     found = None if force else find_baselines(config, tasks)
     if found is not None:
         return found.path
@@ -82,7 +86,23 @@ def train_single_task_baselines(config: Any, tasks: list[str], force: bool = Fal
             continue
         run_dir = baseline_dir(config) / t
         cfg = config.replace(tasks=[t], single_task=True, method="equal", method_options={}, weights=None,
-                             strategy="joint", strategy_options={}, dtme=None, recon=None, out=str(run_dir))
+                             strategy="joint", strategy_options={}, dtme=None, recon=None, out=str(run_dir),
+                             distill=None, distill_options={}, feature_distance=False)
         m = Trainer.from_config(cfg).fit()
         record(key, t, _primary(m, t, "val"), _primary(m, t, "test"), run_dir, config.baseline_cache, info)
     return baseline_dir(config) / "baselines.json"
+
+
+def train_teachers(config: Any) -> Path | None:
+    """The teachers of ``--distill url`` / ``--feature-distance``: the config's single-task baselines (the
+    same cache as Δm), trained first when missing; None when the config uses neither."""
+    if config.single_task or not (config.distill or config.feature_distance):
+        return None
+    tasks = config.tasks
+    if tasks is None:
+        from mtlkit.data import build_dataset
+
+        ds = build_dataset(config.dataset, "val", root=config.data_root, image_size=config.image_size,
+                           **config.dataset_options)
+        tasks = list(ds.task_names)
+    return train_single_task_baselines(config, list(tasks))

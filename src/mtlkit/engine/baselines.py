@@ -91,9 +91,22 @@ def record(key: str, task: str, val: float | None, test: float | None, run: str 
 
 
 # ----------------------------------------------------------------------------- the config path
+def reference_config(config: Any) -> Any:
+    """The config whose single-task runs are the Δm reference: an ``--arch`` run's own (its single-task
+    twins) with ``baseline_kind="arch"``, the plain shared-encoder one with ``"plain"``."""
+    arch = getattr(config.model, "arch", "shared")
+    if arch == "shared" or getattr(config.run, "baseline_kind", "arch") == "arch":
+        return config
+    return config.replace(arch="shared", arch_options={})
+
+
 def baseline_key(config: Any) -> str:
-    """Hash of the config fields that define a baseline's budget."""
-    blob = json.dumps({k: config.get(k) for k in KEY_FIELDS}, sort_keys=True, default=str)
+    """Hash of the config fields that define a baseline's budget (the architecture too, unless shared: the
+    keys of plain baselines are unchanged, an architecture's twins get their own)."""
+    fields = {k: config.get(k) for k in KEY_FIELDS}
+    if getattr(config.model, "arch", "shared") != "shared":
+        fields.update(arch=config.model.arch, arch_options=config.model.arch_options)
+    blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -102,8 +115,10 @@ def baseline_dir(config: Any) -> Path:
 
 
 def find_baselines(config: Any, tasks: list[str]) -> Baselines | None:
-    """The baselines of a config (its explicit ``baseline`` file, else the cache under its key)."""
+    """The baselines of a config (its explicit ``baseline`` file, else the cache under the key of its
+    reference config, :func:`reference_config`)."""
     if config.baseline:
         found = Baselines.load(config.baseline)
         return found if found.covers(tasks) else None
+    config = reference_config(config)
     return find(baseline_key(config), tasks, config.baseline_cache)

@@ -60,12 +60,14 @@ def load_model(
                 f"{run_dir} holds a user model ({spec.get('class', '?')}): pass the model object, "
                 "load_model(run_dir, model=MyModel(...))"
             )
-        from mtlkit.models import build_model
+        from mtlkit.models.arch._build import build_arch_model
         from mtlkit.tasks import make_task
 
         build = dict(spec["build"])
         tasks = {t: make_task(t, **params) for t, params in build.pop("tasks").items()}
-        model = build_model(tasks=tasks, **build)
+        # random init, whatever checkpoint the run started from: its own weights are loaded next (a timm name
+        # with a pretrained tag would otherwise ask for that checkpoint again)
+        model = build_arch_model(tasks=tasks, pretrained=False, **build)  # build_model unless an --arch
     model = apply_transforms(model, spec.get("transforms", []))
     try:
         model.load_state_dict(load_file(str(weights)))

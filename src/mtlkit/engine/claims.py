@@ -39,13 +39,14 @@ def verdict(a: Sequence[float], b: Sequence[float], sign: int = 1, tolerance: fl
 
     Directional: ``holds`` when sign·(mean a - mean b) > 2·pooled std, ``reversed`` when it is < -2·pooled std,
     else ``not resolved at this scale``. Equivalence: ``holds`` when |mean a - mean b| <= max(2·pooled std,
-    tolerance), else ``does not hold``. A side with no value gives ``not resolved at this scale``.
+    tolerance), else ``does not hold``. A side with fewer than two values (seeds) gives ``not resolved at this
+    scale``: one seed has no spread to compare the difference with (our choice: never call a claim on one seed).
     """
     a = [float(x) for x in a if x is not None and math.isfinite(float(x))]
     b = [float(x) for x in b if x is not None and math.isfinite(float(x))]
     if sign not in (1, -1):
         raise MtlkitError(f"claim sign must be +1 or -1, got {sign!r}")
-    if not a or not b:
+    if len(a) < 2 or len(b) < 2:
         return "not resolved at this scale"
     diff = statistics.mean(a) - statistics.mean(b)
     margin = 2.0 * pooled_std(a, b)
@@ -277,11 +278,13 @@ def _grad_norms(run_dir: Path) -> list[dict[str, float]]:
 def run_claims(
     out: Path, scale: str = "quick", claims: Sequence[str] | None = None, base: dict[str, Any] | None = None,
     progress: bool = False, log: Callable[[str], None] = print, train: bool = True,
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Train what the chosen claims need for every seed (cached), then write ``claims.json`` and ``claims.md``.
 
     ``train=False`` tabulates the runs already finished (an interrupted suite): a claim is measured on the
-    seeds whose runs all exist."""
+    seeds whose runs all exist. ``seeds`` restricts training and the table to some of the scale's seeds, so
+    that the seeds can run in parallel processes on one output folder (then tabulate with ``train=False``)."""
     from mtlkit.engine._single_task import train_single_task_baselines
     from mtlkit.engine.config import Config
     from mtlkit.engine.trainer import Trainer
@@ -297,7 +300,10 @@ def run_claims(
     tasks = list(sc.base["tasks"])
     out.mkdir(parents=True, exist_ok=True)
     per_seed: dict[int, Results] = {}
-    for seed in sc.seeds:
+    if seeds is not None and not set(seeds) <= set(sc.seeds):
+        raise MtlkitError(f"seeds {sorted(set(seeds) - set(sc.seeds))} are not in the {scale!r} scale's seeds "
+                          f"{list(sc.seeds)}")
+    for seed in sc.seeds if seeds is None else [s for s in sc.seeds if s in set(seeds)]:
         cfg = Config.from_dict({**sc.base, **(base or {}), "seed": seed, "progress": progress,
                                 "baseline_cache": str(out / "baselines"), "out": str(out / "runs" / "unused")})
         if not train:

@@ -51,6 +51,9 @@ class ModelConfig:
     head: str = "linear"
     patch_size: int | None = None
     pretrained: str | None = None
+    #: multi-task architecture (mtlkit.models.arch): shared (encoder + heads), mtan, mtinet, invpt, taskprompter
+    arch: str = "shared"
+    arch_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,6 +61,9 @@ class MethodConfig:
     name: str = "equal"
     options: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, float] | None = None  # shorthand for name=fixed
+    #: distillation added after the balancer (``url``, see docs/url.md) and its options
+    distill: str | None = None
+    distill_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,9 +92,16 @@ class RunConfig:
     single_task: bool = False
     baseline_cache: str | None = None
     baseline: str | None = None  # explicit path of a single-task baselines JSON
+    #: Δm reference of an --arch run: "arch" (the architecture's single-task twins) or "plain" (shared encoder)
+    baseline_kind: str = "arch"
     progress: bool = True
     #: abort (exit code 2) after this many consecutive batches without an optimizer step (0 = never)
     max_consecutive_skipped: int = 20
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
+    compile: str | None = None  # torch.compile backend of the model forward (e.g. inductor); None = off
+    max_memory: str | None = None  # refuse a run whose one-step peak exceeds this (e.g. "8GB")
+    #: the feature-distance probe (imbalance study Fig. 6): True or its options ({every, lr, weight_decay})
+    feature_distance: bool | dict[str, Any] = False
 
 
 SECTIONS: dict[str, type] = {
@@ -115,9 +128,13 @@ FLAT_KEYS: dict[str, tuple[str, str]] = {
     "head": ("model", "head"),
     "patch_size": ("model", "patch_size"),
     "pretrained": ("model", "pretrained"),
+    "arch": ("model", "arch"),
+    "arch_options": ("model", "arch_options"),
     "method": ("method", "name"),
     "method_options": ("method", "options"),
     "weights": ("method", "weights"),
+    "distill": ("method", "distill"),
+    "distill_options": ("method", "distill_options"),
     "strategy": ("strategy", "name"),
     "strategy_options": ("strategy", "options"),
     "dtme": ("transforms", "dtme"),
@@ -295,6 +312,16 @@ class Config:
         need(isinstance(self.dataset_options, dict), "dataset_options", "must be a mapping")
         need(isinstance(self.method_options, dict), "method_options", "must be a mapping")
         need(isinstance(self.strategy_options, dict), "strategy_options", "must be a mapping")
+        need(isinstance(self.arch_options, dict), "arch_options", "must be a mapping")
+        need(self.baseline_kind in ("arch", "plain"), "baseline_kind", "must be arch or plain")
+        from mtlkit.engine._speed_config import check_speed_keys
+
+        check_speed_keys(self)
+        need(self.distill in (None, "url"), "distill", "must be url (or none)")
+        need(isinstance(self.distill_options, dict), "distill_options", "must be a mapping")
+        need(not (self.distill and self.precision == "fp16"), "distill",
+             "URL distillation is not wired to the fp16 GradScaler; use --precision bf16 or fp32")
+        need(isinstance(self.feature_distance, bool | dict), "feature_distance", "must be true/false or options")
         if self.weights is not None and self.method.name not in ("fixed", "equal"):
             raise MtlkitError("weights: fixed loss weights need --method fixed (or no --method)")
 

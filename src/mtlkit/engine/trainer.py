@@ -29,7 +29,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from mtlkit import balancing, strategies
 from mtlkit.engine import _distributed as D
 from mtlkit.engine._batch import BatchFormat, take, to_device
+from mtlkit.engine._compile import Compiler
+from mtlkit.engine._loading import loader_options, prepare_model
 from mtlkit.engine._logging import RunLogger
+from mtlkit.engine._memory import StepMemory
+from mtlkit.engine._precision import Precision
 from mtlkit.engine._protocol import check_model
 from mtlkit.engine._resume import finished_metrics, new_run_state, restore, trainer_state, truncate_logs
 from mtlkit.engine._seeded import SeededBatchSampler, SeededItems
@@ -144,6 +148,13 @@ class Trainer(metaclass=_TrainerType):
         config: Config | None = None,
         model_spec: dict[str, Any] | None = None,
         max_consecutive_skipped: int = 20,
+        precision: str = "fp32",
+        compile: str | None = None,
+        max_memory: str | int | None = None,
+        distill: str | None = None,
+        distill_options: Mapping[str, Any] | None = None,
+        feature_distance: bool | Mapping[str, Any] = False,
+        teachers: Mapping[str, torch.nn.Module] | None = None,
     ) -> None:
         for name, v in (("iters", iters), ("batch_size", batch_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -170,11 +181,17 @@ class Trainer(metaclass=_TrainerType):
         self.test_set, self._test_collate = _dataset(test_data, "test_data")
 
         self.model = model.to(self.device)
+        prepare_model(self.model, self.device)  # channels_last for a CNN on CUDA
         user = {"class": f"{type(model).__module__}.{type(model).__name__}"}
         self.model_spec: dict[str, Any] = dict(model_spec or user)
         self.model_spec.setdefault("transforms", [])
         self.initial_params = sum(p.numel() for p in self.model.parameters())
 
+        self.precision = Precision.for_model(precision, self.model)  # autocast forward, fp16 GradScaler
+        self.compiler = Compiler(compile)  # torch.compile of the forward (None: off); recompiled after expansion
+        self.compiler.apply(self.model)
+        self.max_memory = max_memory  # checked on the first step of fit (StepMemory)
+        self.step_memory: dict[str, Any] | None = None
         self.balancer = self._balancer(balancer, balancer_options)
         self.strategy = self._strategy(strategy, strategy_options)
         self.callbacks = list(callbacks) + self._transforms(transforms)
@@ -188,6 +205,9 @@ class Trainer(metaclass=_TrainerType):
         self.optimizer = self._optimizer(optimizer)
         self.scheduler = self._scheduler(schedule)
         self.baseline = self._baseline(baseline, baseline_cache)
+        from mtlkit.engine._distill import build_runtime  # URL / feature-distance probe (docs/url.md)
+
+        self.distill = build_runtime(self, distill, distill_options, feature_distance, teachers)
         self.iteration = 0
         self.logger: RunLogger | None = None
         self.run_state = new_run_state()  # counters over the whole run (resumed with it)
@@ -204,7 +224,7 @@ class Trainer(metaclass=_TrainerType):
         """Build datasets, tasks, model, balancer, strategy and transforms from ``config`` (the CLI's path)."""
         from mtlkit import dtme
         from mtlkit.data import build_dataset
-        from mtlkit.models import build_model
+        from mtlkit.models.arch._build import arch_spec, build_arch_model
 
         config.validate()
         seed_everything(config.seed)
@@ -215,7 +235,8 @@ class Trainer(metaclass=_TrainerType):
         test_set = build_dataset(config.dataset, "test", **common)
         tasks = train_set.make_tasks()
         build = dict(name=config.model.name, img_size=config.image_size, head=config.head, patch_size=config.patch_size)
-        model = build_model(tasks=tasks, pretrained=config.pretrained, **build)
+        build.update(arch_spec(config.model.arch, config.model.arch_options))  # --arch: {} for shared
+        model = build_arch_model(tasks=tasks, pretrained=config.pretrained, **build)
         spec = {"build": {**build, "tasks": {t: dict(task.params) for t, task in tasks.items()}}, "transforms": []}
         method, mopts = config.method.name, dict(config.method_options)
         if config.weights is not None:
@@ -235,7 +256,10 @@ class Trainer(metaclass=_TrainerType):
             eval_every=config.eval_every, inputs=config.input_key, lr=config.lr, lr_ts=config.lr_ts,
             weight_decay=config.weight_decay, poly_power=config.poly_power, seed=config.seed, device=config.device,
             num_workers=config.num_workers, grad_stats_every=config.grad_stats_every, baseline=baseline,
-            progress=config.progress, config=config, model_spec=spec,
+            progress=config.progress, config=config, model_spec=spec, precision=config.precision,
+            compile=config.compile, max_memory=config.max_memory,
+            **({} if config.single_task else dict(distill=config.distill, distill_options=config.distill_options,
+                                                  feature_distance=config.feature_distance)),
             max_consecutive_skipped=config.max_consecutive_skipped,
         )
 
@@ -366,23 +390,31 @@ class Trainer(metaclass=_TrainerType):
                                      total=self.iters)
         loader = DataLoader(SeededItems(self.train_set), batch_sampler=sampler, num_workers=self.num_workers,
                             generator=self.loader_generator,  # creating the iterator draws no global RNG
+                            **loader_options(self.device, self.num_workers),
                             **({"collate_fn": self._collate} if self._collate else {}))
         return _Formatted(loader, self.fmt)
 
     def _eval_loader(self, split: str) -> Iterable[dict[str, Any]]:
         dataset = self.val_set if split == "val" else self.test_set
+        cache = self.__dict__.setdefault("_eval_loaders", {})  # kept: persistent workers live across evaluations
+        key = (split, id(dataset), self.eval_batch_size)
+        if key in cache:
+            return cache[key]
         collate = self._val_collate if split == "val" else self._test_collate
         sampler = DistributedSampler(dataset, shuffle=False) if self.world > 1 else None
         loader = DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers,
                             generator=torch.Generator(),  # evaluating draws nothing from the training RNG
+                            **loader_options(self.device, self.num_workers),
                             **({"collate_fn": collate} if collate else {}))
-        return _Formatted(loader, self.fmt)
+        cache[key] = _Formatted(loader, self.fmt)
+        return cache[key]
 
     @property
     def train_loader(self) -> Iterable[dict[str, Any]]:
         """A fresh, seeded loader of training batches (for calibration passes by transforms)."""
         loader = DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
                             num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed + 1),
+                            **loader_options(self.device, self.num_workers),
                             **({"collate_fn": self._collate} if self._collate else {}))
         return _Formatted(loader, self.fmt)
 
@@ -408,6 +440,10 @@ class Trainer(metaclass=_TrainerType):
             input_key=self.input_key,
             add_parameters=self._add_balancer_parameters,
             epoch_iters=self.epoch_iters,
+            precision=self.precision if self.precision.enabled else None,
+            **({} if self.distill is None else dict(
+                backward_hook=self.distill.hook(model, self.iteration, self.input_key),
+                after_step=self.distill.after_step)),
         )
 
     # ------------------------------------------------------------------ state
@@ -441,6 +477,7 @@ class Trainer(metaclass=_TrainerType):
                 truncate_logs(self.out, self.iteration)
         self.logger = RunLogger(self.out, enabled=main, append=resume and self.iteration > 0)
         loader = self._loader(start=self.iteration)
+        memory = StepMemory(self.device, self.max_memory)  # peak of this fit's first step; max_memory check
         bar = None
         if main and self.progress:
             from tqdm.auto import tqdm
@@ -451,10 +488,11 @@ class Trainer(metaclass=_TrainerType):
             it = self.iteration
             for cb in self.callbacks:
                 cb.on_iteration_start(self, it)
+            self.compiler.refresh(self.model, len(self.model_spec["transforms"]))
             t0 = time.perf_counter()
             self.model.train()
             ctx = self._context()
-            info = self.strategy.step(to_device(batch, self.device), ctx)
+            info = memory.measure(self.strategy.step, to_device(batch, self.device), ctx)
             with warnings.catch_warnings():  # a skipped (non-finite) step still advances the schedule
                 warnings.simplefilter("ignore", UserWarning)
                 self.scheduler.step()
@@ -462,6 +500,8 @@ class Trainer(metaclass=_TrainerType):
             rs["train_time"] += dt
             rs["timed_iters"] += 1
             rs["skipped"] += int(info.get("skipped", 0))
+            if self.distill is not None:
+                info.update(self.distill.end_iteration())
             self.iteration = it + 1
             self.logger.log({"iter": it, "lr": self.optimizer.param_groups[0]["lr"], "time": dt, **info})
             check_skipped(rs, info, it, self.max_consecutive_skipped, self.logger)
@@ -476,6 +516,7 @@ class Trainer(metaclass=_TrainerType):
                 if main:
                     save_model(self.model, self.model_spec, self.out)
                     save_resume(self.state_dict(), self.out)
+        self.step_memory = memory.report() or self.step_memory
         if bar is not None:
             bar.close()
         return self._finish(rs["train_time"] / max(rs["timed_iters"], 1), rs["skipped"], rs["val_history"])
@@ -498,6 +539,7 @@ class Trainer(metaclass=_TrainerType):
             "seconds_per_iter": sec_per_iter,
             "params": sum(p.numel() for p in self.model.parameters()),
             "skipped_steps": skipped,
+            "step_memory": self.step_memory,
             "val": val,
             "val_history": val_history,
         }
@@ -514,6 +556,8 @@ class Trainer(metaclass=_TrainerType):
                     metrics["val_delta_m"] = self.baseline.delta_m(val["primary"], higher, "val")
             except MtlkitError as e:  # e.g. a baseline metric of 0: report why, never lose the run
                 metrics["delta_m_error"] = str(e)
+        if self.distill is not None:
+            metrics.update(self.distill.report())
         for cb in self.callbacks:
             extra = getattr(cb, "report", None)
             if extra is not None:

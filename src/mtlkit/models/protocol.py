@@ -30,7 +30,10 @@ class MultiTaskProtocol(Protocol):
 
 
 def has_features(model: nn.Module) -> bool:
-    """Whether ``model`` exposes its shared representation (``forward_features`` and ``forward_heads``)."""
+    """Whether ``model`` exposes its shared representation (``forward_features`` and ``forward_heads``; an
+    architecture without one says so with ``has_shared_representation = False``)."""
+    if not getattr(model, "has_shared_representation", True):
+        return False
     return callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_heads", None))
 
 
@@ -40,7 +43,9 @@ def run_model(
     """``(outputs, features or None)``: through ``forward_features`` / ``forward_heads`` when the model has
     them (the features then come for free), else ``model(inputs)``."""
     names = None if tasks is None else list(tasks)
-    if has_features(model):
+    if getattr(model, "forward_returns_cut", False):  # mtlkit.models.arch: features = the balancing cut
+        out, feats = model(inputs, names, return_features=True)
+    elif has_features(model):
         feats = model.forward_features(inputs)
         out = model.forward_heads(feats) if names is None else model.forward_heads(feats, names)
     else:

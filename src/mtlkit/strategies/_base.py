@@ -49,12 +49,25 @@ class StepContext:
     add_parameters: Callable[[list[torch.nn.Parameter], str], None] | None = None
     #: iterations per epoch (for balancers created during training: ``balancer.setup(epoch_iters=...)``)
     epoch_iters: int | None = None
+    #: mixed precision (``mtlkit.engine._precision.Precision``: autocast forward, GradScaler step); None = fp32
+    precision: Any = None
+    #: an objective added AFTER the balancer (URL distillation, ``mtlkit.engine._distill``):
+    #: ``fn(features, batch, tasks)`` back-propagates it (keeping the graph) before the balancer's backward,
+    #: so gradients add and the balancer sees only the task losses; ``after_step()`` follows each optimizer
+    #: step (the distillation adaptors' own optimizer). None = off
+    backward_hook: Callable[[Any, dict[str, Any], list[str]], None] | None = None
+    after_step: Callable[[], None] | None = None
 
 
 def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | None = None):
     """Forward the model on ``batch`` and return (losses dict, features or None)."""
     names = list(ctx.tasks) if tasks is None else tasks
-    out, feats = run_model(ctx.model, batch[ctx.input_key])
+    prec = ctx.precision
+    x = batch[ctx.input_key]
+    out, feats = run_model(ctx.model, x) if prec is None else prec.forward(run_model, ctx.model, x)
+    combine = getattr(ctx.model, "task_losses", None)  # architectures: main + auxiliary terms, one per task
+    if callable(combine):
+        return combine(out, batch, {t: ctx.tasks[t] for t in names}), feats
     losses = {t: ctx.tasks[t].loss(out[t], batch[t]) for t in names}
     return losses, feats
 
@@ -106,9 +119,34 @@ def all_finite(losses: dict[str, torch.Tensor]) -> bool:
     return all(math.isfinite(float(v.detach())) for v in losses.values())
 
 
+def extra_backward(ctx: StepContext, feats: Any, batch: dict[str, Any], tasks: list[str]) -> None:
+    """``ctx.backward_hook`` (if any) for the tasks about to be updated; call right before the balancer."""
+    if ctx.backward_hook is not None:
+        ctx.backward_hook(feats, batch, list(tasks))
+
+
+def after_optimizer_step(ctx: StepContext) -> None:
+    if ctx.after_step is not None:
+        ctx.after_step()
+
+
 def balanced_backward(ctx: StepContext, losses: dict[str, torch.Tensor], feats: Any) -> dict[str, Any]:
     """Zero grads, then let the balancer fill them for ``losses`` (shared / last-shared params from the model)."""
-    return ctx.balancer.backward(losses, **backward_kwargs(ctx.balancer, ctx.model, feats, ctx.iteration))
+    return ctx.balancer.backward(losses, **backward_kwargs(ctx.balancer, ctx.model, feats, ctx.iteration),
+                                 **scale_kwargs(ctx))
+
+
+def scale_kwargs(ctx: StepContext) -> dict[str, Any]:
+    """``{"grad_scale": scaler}`` under fp16 (the balancer sees unscaled losses and decides unscaled), else {}."""
+    return {} if ctx.precision is None else ctx.precision.backward_kwargs()
+
+
+def optimizer_step(ctx: StepContext) -> bool:
+    """The optimizer step (through the GradScaler under fp16); False when it was skipped: the scaler's own
+    overflow check under fp16, otherwise the non-finite guard on the gradients (:mod:`._guard`)."""
+    if ctx.precision is None or getattr(ctx.precision, "scaler", None) is None:
+        return guarded_step(ctx.optimizer)
+    return ctx.precision.step(ctx.optimizer)
 
 
 class Strategy(ABC):
@@ -134,8 +172,7 @@ STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 class Joint(Strategy):
     """One forward, one balanced backward, one optimizer step per batch (the usual MTL update).
 
-    A non-finite loss or gradient skips the step (no parameter or optimizer-state change; :mod:`._guard`) and
-    is counted in the log.
+    A non-finite loss skips the step (no parameter or optimizer-state change) and is counted in the log.
     """
 
     name = "joint"
@@ -148,18 +185,20 @@ class Joint(Strategy):
             return {"losses": values, "skipped": 1, "steps": 0}
         rec = ctx.grad_stats
         pending = None if rec is None else rec.begin(losses, model=ctx.model, features=feats, iteration=ctx.iteration)
+        extra_backward(ctx, feats, batch, list(losses))
         info = balanced_backward(ctx, losses, feats)
         if pending is not None:
             info["grad_stats"] = pending.finish(info)
         ctx.sync_grads()
-        if not guarded_step(ctx.optimizer):  # a non-finite update: no weight or optimizer state changes
-            info.update(losses=values, skipped=1, steps=0)
-            return info
-        if getattr(ctx.balancer, "needs_post_step_losses", False):  # FAMO: same batch's losses after the step
+        stepped = optimizer_step(ctx)
+        after_optimizer_step(ctx)
+        if getattr(ctx.balancer, "needs_post_step_losses", False) and not stepped:  # unchanged model: same losses
+            ctx.balancer.post_step({t: v.detach() for t, v in losses.items()})
+        elif getattr(ctx.balancer, "needs_post_step_losses", False):  # FAMO: same batch's losses after the step
             with torch.no_grad():
                 after, _ = compute_losses(ctx, batch)
             ctx.balancer.post_step(after)
-        info.update(losses=values, skipped=0, steps=1)
+        info.update(losses=values, skipped=int(not stepped), steps=int(stepped))
         return info
 
 

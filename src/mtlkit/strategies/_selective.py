@@ -72,7 +72,17 @@ import torch
 from mtlkit.balancing import Equal, Fixed
 from mtlkit.errors import MtlkitError
 from mtlkit.strategies._affinity import ATTRIBUTIONS, ProximalAffinity
-from mtlkit.strategies._base import STRATEGIES, StepContext, Strategy, backward_kwargs, compute_losses
+from mtlkit.strategies._base import (
+    STRATEGIES,
+    StepContext,
+    Strategy,
+    after_optimizer_step,
+    backward_kwargs,
+    compute_losses,
+    extra_backward,
+    optimizer_step,
+    scale_kwargs,
+)
 from mtlkit.strategies._grouping import (
     ORDERS,
     Groups,
@@ -83,7 +93,6 @@ from mtlkit.strategies._grouping import (
     random_groups,
     separate_groups,
 )
-from mtlkit.strategies._guard import guarded_step
 
 GROUPINGS = ("affinity", "joint", "separate", "random")
 
@@ -346,8 +355,10 @@ class Selective(Strategy):
             rec = ctx.grad_stats if steps == 0 and grad_stats is None else None
             stats = None if rec is None else rec.begin(losses, model=model, features=feats, iteration=ctx.iteration)
             balancer = self._balancer_for(group, ctx)
+            extra_backward(ctx, feats, batch, group)  # e.g. URL: the group's distillation, added after the balancer
             info = balancer.backward(
-                self._scaled({t: losses[t] for t in group}), **backward_kwargs(balancer, model, feats, ctx.iteration)
+                self._scaled({t: losses[t] for t in group}), **backward_kwargs(balancer, model, feats, ctx.iteration),
+                **scale_kwargs(ctx),
             )
             if stats is not None:  # all tasks' gradients at the batch start vs the first group's update
                 grad_stats = {**stats.finish(info), "update_group": list(group)}
@@ -356,9 +367,13 @@ class Selective(Strategy):
                     if p.requires_grad and p.grad is None:
                         p.grad = torch.zeros_like(p)
             ctx.sync_grads()
-            if not guarded_step(ctx.optimizer):  # a non-finite update: this group's step is skipped
+            if not optimizer_step(ctx):  # fp16 overflow, skipped by the GradScaler: no step to measure
                 skipped += 1
+                self.affinity.begin_batch()
+                if getattr(balancer, "needs_post_step_losses", False):  # unchanged model: the same losses
+                    balancer.post_step(self._scaled({t: losses[t].detach() for t in group}))
                 continue
+            after_optimizer_step(ctx)
             steps += 1
             weights.update({t: float(w) for t, w in (info or {}).get("weights", {}).items()})
             if getattr(balancer, "needs_post_step_losses", False):

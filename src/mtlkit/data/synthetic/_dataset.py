@@ -12,11 +12,13 @@ Imbalance knobs (train split only; val and test stay clean and complete; determi
 
 - ``train_fraction`` in (0, 1]: keep ``round(fraction * num_train)`` (at least 1) training images, chosen by a
   seeded permutation; smaller fractions are subsets of larger ones.
-- ``label_noise``: ``{task: spec}``, applied when a sample is read (the same noise for an image every epoch):
-  ``semseg`` / ``parts``: ``{"fraction": f, "classes": [..]}`` relabels each pixel of those classes
-  (default: all) with probability f to a uniformly drawn *other* class. ``depth``: ``{"std": s}`` adds
-  N(0, s^2) metres to valid pixels (kept > 0). ``normals``: ``{"std": s}`` adds N(0, s^2) per component,
-  then renormalises. ``edge`` / ``saliency``: ``{"fraction": f}`` flips each valid pixel with probability f.
+- ``label_noise``: ``{task: spec}``, applied when a sample is read (the same noise for an image every epoch),
+  the rules of :mod:`mtlkit.data._knobs` (shared with the real datasets): ``semseg`` / ``parts``:
+  ``{"fraction": f, "classes": [..] | k}`` relabels each pixel of those classes (default: all; an integer k:
+  k classes drawn per sample, the study's §V.E) with probability f to a uniformly drawn *other* class.
+  ``depth``: ``{"std": s}`` adds N(0, s^2) metres to valid pixels (kept > 0). ``normals``: ``{"std": s}``
+  adds N(0, s^2) per component, then renormalises. ``edge`` / ``saliency``: ``{"fraction": f}`` flips each
+  valid pixel with probability f. ``subsample: {fraction | count}`` (generic knob) also works.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 
 from mtlkit.data._base import IGNORE_INDEX, SPLITS, MultiTaskDataset, normalize_image
+from mtlkit.data._knobs import check_label_noise, noisy_label
 from mtlkit.data.synthetic._generate import SPLIT_CODE, image_rng, load_split
 from mtlkit.data.synthetic._render import image_hw
 from mtlkit.data.synthetic._scene import (
@@ -54,14 +57,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_SIZES = {"image_size": 64, "num_train": 2000, "num_val": 200, "num_test": 200}
-_NOISE_KEYS = {
-    "semseg": {"fraction", "classes"},
-    "parts": {"fraction", "classes"},
-    "depth": {"std"},
-    "normals": {"std"},
-    "edge": {"fraction"},
-    "saliency": {"fraction"},
-}
 
 
 def _canonical_tasks(preset: str, tasks: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -99,37 +94,8 @@ def _check_count(name: str, value: Any) -> int:
 def _check_noise(
     preset: str, label_noise: Mapping[str, Mapping[str, Any]] | None
 ) -> dict[str, dict[str, Any]]:
-    if not label_noise:
-        return {}
-    valid = PRESETS[preset]["tasks"]
-    out: dict[str, dict[str, Any]] = {}
-    for task, spec in label_noise.items():
-        if task not in valid:
-            raise MtlkitError(
-                f"label_noise: dataset {preset!r} has no task {task!r}; valid tasks: {', '.join(valid)}"
-            )
-        if not isinstance(spec, Mapping):
-            raise MtlkitError(f"label_noise[{task!r}] must be a dict, got {spec!r}")
-        unknown = set(spec) - _NOISE_KEYS[task]
-        if unknown:
-            raise MtlkitError(
-                f"label_noise[{task!r}]: unknown keys {sorted(unknown)}; valid: {sorted(_NOISE_KEYS[task])}"
-            )
-        spec = dict(spec)
-        if "fraction" in spec and not 0.0 <= float(spec["fraction"]) <= 1.0:
-            raise MtlkitError(
-                f"label_noise[{task!r}]['fraction'] must be in [0, 1], got {spec['fraction']!r}"
-            )
-        if "std" in spec and not float(spec["std"]) >= 0.0:
-            raise MtlkitError(f"label_noise[{task!r}]['std'] must be >= 0, got {spec['std']!r}")
-        if "classes" in spec:
-            n = NUM_CLASSES if task == "semseg" else NUM_PARTS
-            classes = [int(c) for c in spec["classes"]]
-            if any(not 0 <= c < n for c in classes):
-                raise MtlkitError(f"label_noise[{task!r}]['classes'] must be in 0..{n - 1}, got {classes}")
-            spec["classes"] = classes
-        out[task] = spec
-    return out
+    return check_label_noise(preset, PRESETS[preset]["tasks"], {"semseg": NUM_CLASSES, "parts": NUM_PARTS},
+                             label_noise)
 
 
 class SyntheticDataset(MultiTaskDataset):
@@ -200,26 +166,8 @@ class SyntheticDataset(MultiTaskDataset):
         }
 
     def _noisy(self, task: str, label: np.ndarray, j: int) -> np.ndarray:
-        spec = self.label_noise[task]
         rng = np.random.default_rng([self.seed, 100 + ALL_TASKS.index(task), j])
-        if task in ("semseg", "parts"):
-            n = NUM_CLASSES if task == "semseg" else NUM_PARTS
-            classes = spec.get("classes", range(n))
-            hit = np.isin(label, list(classes)) & (rng.random(label.shape) < float(spec.get("fraction", 0.0)))
-            other = (label.astype(np.int64) + rng.integers(1, n, label.shape)) % n
-            return np.where(hit, other, label).astype(label.dtype)
-        if task in ("edge", "saliency"):
-            flip = (label != IGNORE_INDEX) & (rng.random(label.shape) < float(spec.get("fraction", 0.0)))
-            return np.where(flip, 1 - label, label).astype(label.dtype)
-        std = float(spec.get("std", 0.0))
-        if task == "depth":
-            valid = label > 0
-            noisy = label + rng.normal(0.0, std, label.shape).astype(np.float32)
-            return np.where(valid, np.maximum(noisy, 1e-3), 0.0).astype(np.float32)
-        valid = np.any(label != 0, axis=-1, keepdims=True)  # normals
-        noisy = label + rng.normal(0.0, std, label.shape).astype(np.float32)
-        noisy /= np.linalg.norm(noisy, axis=-1, keepdims=True) + 1e-12
-        return np.where(valid, noisy, 0.0).astype(np.float32)
+        return noisy_label(label, self.label_noise[task], rng)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not -len(self) <= i < len(self):

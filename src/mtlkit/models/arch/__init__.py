@@ -5,7 +5,8 @@ Each is an :class:`ArchModel` implementing mtlkit's model protocol (see :mod:`mt
 representation exists, ``shared_parameters()`` / ``task_parameters(t)`` / ``last_shared_parameters()``,
 auxiliary predictions in ``model.aux`` and ``task_losses(outputs, targets, tasks)`` -> one loss per task.
 ``ARCHS`` maps the ``--arch`` names to the classes; ``Cls.single_task(backbone, task, channels)`` builds the
-imbalance study's "architecture single-task" twin; ``published(arch, dataset)`` the papers' configurations.
+imbalance study's "architecture single-task" twin; ``published(arch, dataset)`` the papers' configurations;
+``build_arch_model`` the ``--arch`` builder (``shared`` = the plain encoder + heads).
 Sizes and parameter counts: ``docs/architectures.md``.
 """
 
@@ -21,6 +22,8 @@ ARCHS: Registry[type[ArchModel]] = Registry("architecture")
 for _cls in (MTAN, MTINet, InvPT, TaskPrompter):
     ARCHS.register(_cls.arch, _cls)
 
+from mtlkit.models.arch._build import arch_names, build_arch_model  # noqa: E402  (needs ARCHS)
+
 __all__ = [
     "ARCHS",
     "PUBLISHED",
@@ -30,6 +33,8 @@ __all__ = [
     "MTINet",
     "Published",
     "TaskPrompter",
+    "arch_names",
+    "build_arch_model",
     "count_parameters",
     "published",
 ]

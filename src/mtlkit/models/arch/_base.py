@@ -52,6 +52,12 @@ class ArchModel(nn.Module):
     #: whether task t's encoder stream reaches only task t's loss, so the backbone's per-task parameters
     #: (DTME) are task t's; False when the decoder mixes the streams (they are then shared)
     separate_task_streams: ClassVar[bool] = True
+    #: whether the balancing cut is one list every task reads (methods on one shared feature, e.g. MGDA-UB,
+    #: need it); False when it is per task (``{t: tensors}``) or absent
+    shared_cut: ClassVar[bool] = False
+    #: ``forward(x, tasks, return_features=True)`` returns the balancing cut: the engine's ``run_model``
+    #: calls it instead of ``forward_features`` / ``forward_heads`` (whose cut is the encoder output)
+    forward_returns_cut: ClassVar[bool] = True
 
     def __init__(self, backbone: nn.Module, tasks: Mapping[str, int]) -> None:
         super().__init__()
@@ -131,8 +137,8 @@ class ArchModel(nn.Module):
         for t, task in tasks.items():
             fn = _loss_fn(task)
             terms[t] = {"main": fn(outputs[t], targets[t])}
-            for name, pred in aux.get(t, {}).items():
-                terms[t][name] = fn(pred, targets[t])
+            for name, pred in aux.get(t, {}).items():  # in the main output's dtype (fp32 losses under autocast)
+                terms[t][name] = fn(pred.to(outputs[t].dtype), targets[t])
         return terms
 
     def task_losses(

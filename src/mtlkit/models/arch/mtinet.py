@@ -127,6 +127,7 @@ class MTINet(ArchModel):
     """
 
     arch = "mtinet"
+    shared_cut = True
 
     def __init__(
         self,

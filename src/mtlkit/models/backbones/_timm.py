@@ -78,6 +78,10 @@ def resolve(name: str, pretrained: str | bool | None = None) -> tuple[str, dict[
 
 
 def check_pretrained_path(path: str) -> Path:
+    if str(path) == "default":  # the checkpoint shipped in the package (mtlkit.checkpoints, issue #18)
+        from mtlkit.checkpoints import default_checkpoint
+
+        return default_checkpoint()
     p = Path(path)
     if not p.is_file():
         raise MtlkitError(f"checkpoint not found: {p} (--pretrained takes a .safetensors, .pth or .bin file)")
