@@ -131,9 +131,11 @@ def check_names(cfg: Any) -> None:
     """Resolve every name before any data is generated or any training starts."""
     from mtlkit import balancing, strategies
     from mtlkit.data import DATASETS
+    from mtlkit.engine._validate import check_environment
     from mtlkit.models import check_model
     from mtlkit.tasks import TASKS
 
+    check_environment(cfg)  # device, --out, --baseline
     DATASETS.get(cfg.dataset)
     # model name, head, checkpoint file, patch divisibility (a network-only name fails here, before any data)
     check_model(cfg.model.name, cfg.image_size, head=cfg.head, patch_size=cfg.patch_size, pretrained=cfg.pretrained)

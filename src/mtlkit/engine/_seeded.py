@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mtlkit.engine._sampler import IterationBatchSampler
+from mtlkit.errors import MtlkitError
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, iteration) over the 64-bit seed space
 
@@ -36,6 +37,13 @@ def item_seeds(seed: int, iteration: int, n: int) -> list[int]:
 
 class SeededBatchSampler(IterationBatchSampler):
     """:class:`IterationBatchSampler` whose batches are ``[(index, item_seed), ...]`` for :class:`SeededItems`."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, *args: Any, **kwargs: Any) -> None:
+        world = kwargs.get("world", args[2] if len(args) > 2 else 1)
+        if n < batch_size * world:
+            raise MtlkitError(f"batch_size={batch_size}: the training split has {n} samples, fewer than one batch "
+                              f"({batch_size} x {world} process(es)); lower --batch-size")
+        super().__init__(n, batch_size, seed, *args, **kwargs)
 
     def batch(self, it: int) -> list[tuple[int, int]]:  # type: ignore[override]
         epoch, k = divmod(it, self.per_epoch)

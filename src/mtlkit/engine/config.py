@@ -278,6 +278,9 @@ class Config:
     # ---------------------------------------------------------------- validation
     def validate(self) -> None:
         """Check values before any training starts; errors name the key and the constraint."""
+        from mtlkit.engine._validate import check_types
+
+        check_types(self)  # types and ranges of every flat key (YAML gives any type to any key)
 
         def need(cond: bool, key: str, constraint: str) -> None:
             if not cond:

@@ -214,6 +214,8 @@ class Trainer(metaclass=_TrainerType):
         self.max_consecutive_skipped = max_consecutive_skipped
         self.loader_generator = torch.Generator().manual_seed(seed)  # the training loader's own RNG
         self.epoch_iters = len(self.train_set) // (batch_size * self.world) if self.train_set is not None else None
+        if self.epoch_iters == 0:  # before anything is written (also checked by the sampler)
+            SeededBatchSampler(len(self.train_set), batch_size, seed, world=self.world)
         setup = getattr(self.balancer, "setup", None)  # e.g. DWA's one-epoch window
         if callable(setup):
             setup(**_accepted(setup, epoch_iters=self.epoch_iters, model=self.model))
