@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from mtlkit import balancing, strategies
 from mtlkit.engine import _distributed as D
@@ -36,6 +36,7 @@ from mtlkit.engine._memory import StepMemory
 from mtlkit.engine._precision import Precision
 from mtlkit.engine._protocol import check_model
 from mtlkit.engine._resume import finished_metrics, new_run_state, restore, trainer_state, truncate_logs
+from mtlkit.engine._sampler import ShardSampler
 from mtlkit.engine._seeded import SeededBatchSampler, SeededItems
 from mtlkit.engine._state import check_config, load_resume, save_resume
 from mtlkit.engine.baselines import Baselines, find
@@ -403,7 +404,7 @@ class Trainer(metaclass=_TrainerType):
         if key in cache:
             return cache[key]
         collate = self._val_collate if split == "val" else self._test_collate
-        sampler = DistributedSampler(dataset, shuffle=False) if self.world > 1 else None
+        sampler = ShardSampler(len(dataset), self.rank, self.world) if self.world > 1 else None  # no padding
         loader = DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers,
                             generator=torch.Generator(),  # evaluating draws nothing from the training RNG
                             **loader_options(self.device, self.num_workers),
