@@ -10,7 +10,7 @@ too: they fail the same way, before any data is generated.
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
@@ -33,7 +33,7 @@ def _int(cfg: Any, key: str, minimum: int, optional: bool = False) -> None:
 
 def _str(cfg: Any, key: str, optional: bool = False) -> None:
     v = cfg.get(key)
-    if (v is None and optional) or (isinstance(v, str) and v):
+    if (v is None and optional) or (isinstance(v, str) and v) or isinstance(v, PurePath):
         return
     _fail(key, v, "must be a non-empty string" + (" (or unset)" if optional else ""))
 
