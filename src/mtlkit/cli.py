@@ -132,9 +132,11 @@ def check_names(cfg: Any) -> None:
     """Resolve every name before any data is generated or any training starts."""
     from mtlkit import balancing, strategies
     from mtlkit.data import DATASETS
+    from mtlkit.engine._validate import check_environment
     from mtlkit.models import check_model
     from mtlkit.tasks import TASKS
 
+    check_environment(cfg)  # device, --out, --baseline
     DATASETS.get(cfg.dataset)
     # model name, head, checkpoint file, patch divisibility (a network-only name fails here, before any data)
     check_model(cfg.model.name, cfg.image_size, head=cfg.head, patch_size=cfg.patch_size, pretrained=cfg.pretrained)
@@ -175,6 +177,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     train_teachers(cfg)  # --distill url / --feature-distance: the single-task teachers, trained when missing
     metrics = Trainer.from_config(cfg).fit(resume=args.resume)
+    if metrics.get("skipped_steps"):
+        print(f"mtlkit: warning: {metrics['skipped_steps']} step(s) of {metrics['iterations']} iterations skipped for "
+              "non-finite losses or gradients (log.jsonl: \"skipped\")", file=sys.stderr)
     _print_metrics(metrics)
     print(f"run: {cfg.out}  (metrics.json, predictions.png, log.jsonl)")
     return 0

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mtlkit.engine import Trainer, load_model, train_teachers
+from mtlkit.engine._state import load_resume
 from mtlkit.errors import MtlkitError
 
 TASKS = ["semseg", "depth"]
@@ -51,7 +52,7 @@ def test_url_trains_with_every_method_and_strategy(cfg, method, strategy):
     assert all(0 <= v <= 4 for v in metrics["distill"]["distance"].values())
     rows = list(csv.DictReader(open(Path(c.out) / "log.csv")))
     assert len(rows) == c.iters and {"distill/semseg", "distill/depth"} <= set(rows[0])
-    state = torch.load(Path(c.out) / "resume.pt", weights_only=False)
+    state = load_resume(Path(c.out))
     assert set(state["distill"]["distiller"]["adaptors"]) == {k for k in dist.adaptors.state_dict()}
 
 

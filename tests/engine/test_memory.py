@@ -54,7 +54,7 @@ def test_max_memory_refuses_before_anything_is_saved(tiny_config, capsys):
     with pytest.raises(MtlkitError, match=r"max_memory='1MB': one training step peaks at .* above the limit of "
                                           r"1.00 MiB; lower batch_size"):
         Trainer(cfg).fit()
-    assert not Path(cfg.out, "resume.pt").exists() and not Path(cfg.out, "metrics.json").exists()
+    assert not Path(cfg.out, "resume.json").exists() and not Path(cfg.out, "metrics.json").exists()
     code = cli_main(["train", "--dataset", "tiny-random", "--image-size", "16", "--model", "micro", "--iters", "2",
                      "--batch-size", "4", "--tasks", "depth", "--out", cfg.out, "--no-progress",
                      "--max-memory", "1MB"])

@@ -16,6 +16,7 @@ import torch
 
 from mtlkit import balancing, make_task, strategies
 from mtlkit.engine._precision import Precision, to_fp32
+from mtlkit.engine._state import load_resume
 from mtlkit.errors import MtlkitError
 from mtlkit.models import build_model
 
@@ -163,7 +164,7 @@ def test_fp16_run_resumes_exactly_with_the_scaler_state(tiny_config, tmp_path):
     full = tiny_config.replace(iters=6, eval_every=3, precision="fp16", method="avgnorm", tasks=["semseg", "depth"],
                                out=str(tmp_path / "full"))
     metrics = Trainer(full).fit()
-    state = torch.load(tmp_path / "full" / "resume.pt", weights_only=False)
+    state = load_resume(tmp_path / "full")
     skipped = metrics["skipped_steps"]
     assert 0 <= skipped < 6 and state["precision"]["skipped"] == skipped
     # every skipped step (an fp16 overflow) halved the scale; no growth within 2000 steps

@@ -46,6 +46,10 @@ class RunLogger:
         if not enabled:
             return
         mode = "a" if append else "w"
+        csv_path = run_dir / "log.csv"
+        if append and csv_path.is_file():  # a resumed run: the header is written once, keep its columns
+            with open(csv_path, newline="") as f:
+                self._csv_keys = next(csv.reader(f), None)
         self._jsonl = open(run_dir / "log.jsonl", mode)
         self._evals = open(run_dir / "eval.jsonl", mode)
         self._csv_file = open(run_dir / "log.csv", mode, newline="")

@@ -51,3 +51,18 @@ class IterationBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return (self.total - self.start) if self.total is not None else 2**31
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation indices of process ``rank``: ``rank, rank + world, ...`` without padding, so every sample is
+    counted once over all processes (``DistributedSampler`` pads the last round with repeated samples, which
+    the summed meters would count twice)."""
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        self.n, self.rank, self.world = n, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))

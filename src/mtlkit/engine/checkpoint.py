@@ -1,4 +1,5 @@
-"""Checkpoints: model weights as safetensors + ``model.json`` (how to rebuild), and a resume state.
+"""Checkpoints: model weights as safetensors + ``model.json`` (how to rebuild), and a resume state
+(safetensors + JSON, never a pickle: :mod:`._state`).
 
 A checkpoint is written to a temporary file and renamed, and never from non-finite weights, so a crash or
 a NaN can not leave a corrupt or poisoned checkpoint behind.
@@ -77,12 +78,17 @@ def load_model(
 
 
 def save_resume(state: dict[str, Any], run_dir: Path) -> None:
-    _atomic(run_dir / "resume.pt", lambda p: torch.save(state, p))
+    """The resume state as ``resume.safetensors`` + ``resume.json`` (no pickle; see :mod:`._state`)."""
+    from mtlkit.engine._state import save_resume as save
+
+    save(state, run_dir)
 
 
 def load_resume(run_dir: Path) -> dict[str, Any] | None:
-    p = run_dir / "resume.pt"
-    return torch.load(p, map_location="cpu", weights_only=False) if p.is_file() else None
+    """The state :func:`save_resume` wrote (an old pickled ``resume.pt`` is refused, never loaded)."""
+    from mtlkit.engine._state import load_resume as load
+
+    return load(run_dir)
 
 
 def finite_losses(values: dict[str, float]) -> bool:

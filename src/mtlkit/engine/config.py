@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,8 @@ class RunConfig:
     #: Δm reference of an --arch run: "arch" (the architecture's single-task twins) or "plain" (shared encoder)
     baseline_kind: str = "arch"
     progress: bool = True
+    #: abort (exit code 2) after this many consecutive batches without an optimizer step (0 = never)
+    max_consecutive_skipped: int = 20
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
     compile: str | None = None  # torch.compile backend of the model forward (e.g. inductor); None = off
     max_memory: str | None = None  # refuse a run whose one-step peak exceeds this (e.g. "8GB")
@@ -275,6 +278,9 @@ class Config:
     # ---------------------------------------------------------------- validation
     def validate(self) -> None:
         """Check values before any training starts; errors name the key and the constraint."""
+        from mtlkit.engine._validate import check_types
+
+        check_types(self)  # types and ranges of every flat key (YAML gives any type to any key)
 
         def need(cond: bool, key: str, constraint: str) -> None:
             if not cond:
@@ -291,9 +297,12 @@ class Config:
 
         for key in ("iters", "batch_size", "eval_batch_size", "image_size"):
             pos_int(key)
-        need(number("lr") > 0, "lr", "must be > 0")
-        need(number("lr_ts") > 0, "lr_ts", "must be > 0")
-        need(number("weight_decay") >= 0, "weight_decay", "must be >= 0")
+        need(0 < number("lr") < math.inf, "lr", "must be a finite number > 0")
+        need(0 < number("lr_ts") < math.inf, "lr_ts", "must be a finite number > 0")
+        need(0 <= number("weight_decay") < math.inf, "weight_decay", "must be a finite number >= 0")
+        mcs = self.max_consecutive_skipped
+        need(isinstance(mcs, int) and not isinstance(mcs, bool) and mcs >= 0, "max_consecutive_skipped",
+             "must be an integer >= 0 (0 = never abort)")
         need(isinstance(self.eval_every, int) and self.eval_every >= 0, "eval_every", "must be >= 0 (0 = at the end)")
         need(isinstance(self.grad_stats_every, int) and self.grad_stats_every >= 0, "grad_stats_every",
              "must be >= 0 (0 = off)")

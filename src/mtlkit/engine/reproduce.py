@@ -6,7 +6,8 @@ A recipe (schema: configs/README.md) is data: the protocol, per-row settings / o
 single-task baseline runs (one model per task, into ``<out>/_baselines``, where the multi-task rows of the same
 budget find them for Δm); a Δm baseline printed in another recipe (``baseline_rows``) is run as an extra job.
 
-- Resume: a job is done when its ``metrics.json`` exists; a started job continues from its ``resume.pt``.
+- Resume: a job is done when its ``metrics.json`` exists; a started job continues
+  from its resume state (``resume.json`` + ``resume.safetensors``).
 - ``--shard i/n``: this process runs jobs ``i, i+n, ...`` of the ordered list (under ``torchrun``, RANK /
   WORLD_SIZE pick the shard and LOCAL_RANK the GPU); ``--table-only`` then collects every shard's results.
 - ``--small``: the recipe's ``small`` section over the protocol (CPU scale on the synthetic twin of each dataset:
@@ -413,7 +414,7 @@ def run_job(job: Job, device: str | None = None) -> dict[str, Any]:
         from mtlkit.engine.trainer import Trainer
 
         cfg = TrainConfig.from_dict(cfg_dict)
-        metrics = Trainer.from_config(cfg).fit(resume=(job.out / "resume.pt").is_file())
+        metrics = Trainer.from_config(cfg).fit(resume=(job.out / "resume.json").is_file())
     (job.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     return metrics
 

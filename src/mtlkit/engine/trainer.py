@@ -7,8 +7,8 @@ and ``Trainer(config)`` is the same call.
 
 Training is iteration-based: batch ``i`` is a pure function of (seed, i) (:mod:`._sampler`), so a resumed
 run is exactly the uninterrupted one. A run directory holds ``log.jsonl`` / ``log.csv`` / TensorBoard
-events, ``eval.jsonl``, ``model.safetensors`` + ``model.json``, ``resume.pt``, ``metrics.json`` and, when a
-task has a picture, ``predictions.png``.
+events, ``eval.jsonl``, ``model.safetensors`` + ``model.json``, ``resume.safetensors`` + ``resume.json`` (no
+pickle; :mod:`._state`, docs/reliability.md), ``metrics.json`` and, when a task has a picture, ``predictions.png``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from mtlkit import balancing, strategies
 from mtlkit.engine import _distributed as D
@@ -35,12 +35,16 @@ from mtlkit.engine._logging import RunLogger
 from mtlkit.engine._memory import StepMemory
 from mtlkit.engine._precision import Precision
 from mtlkit.engine._protocol import check_model
-from mtlkit.engine._sampler import IterationBatchSampler
+from mtlkit.engine._resume import finished_metrics, new_run_state, restore, trainer_state, truncate_logs
+from mtlkit.engine._sampler import ShardSampler
+from mtlkit.engine._seeded import SeededBatchSampler, SeededItems
+from mtlkit.engine._state import check_config, load_resume, save_resume
 from mtlkit.engine.baselines import Baselines, find
-from mtlkit.engine.checkpoint import load_resume, save_model, save_resume
+from mtlkit.engine.checkpoint import save_model
 from mtlkit.engine.config import Config
 from mtlkit.engine.evaluate import evaluate
 from mtlkit.errors import MtlkitError
+from mtlkit.strategies._guard import check_skipped
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -144,6 +148,7 @@ class Trainer(metaclass=_TrainerType):
         predictions: bool = True,
         config: Config | None = None,
         model_spec: dict[str, Any] | None = None,
+        max_consecutive_skipped: int = 20,
         precision: str = "fp32",
         compile: str | None = None,
         max_memory: str | int | None = None,
@@ -206,7 +211,12 @@ class Trainer(metaclass=_TrainerType):
         self.distill = build_runtime(self, distill, distill_options, feature_distance, teachers)
         self.iteration = 0
         self.logger: RunLogger | None = None
+        self.run_state = new_run_state()  # counters over the whole run (resumed with it)
+        self.max_consecutive_skipped = max_consecutive_skipped
+        self.loader_generator = torch.Generator().manual_seed(seed)  # the training loader's own RNG
         self.epoch_iters = len(self.train_set) // (batch_size * self.world) if self.train_set is not None else None
+        if self.epoch_iters == 0:  # before anything is written (also checked by the sampler)
+            SeededBatchSampler(len(self.train_set), batch_size, seed, world=self.world)
         setup = getattr(self.balancer, "setup", None)  # e.g. DWA's one-epoch window
         if callable(setup):
             setup(**_accepted(setup, epoch_iters=self.epoch_iters, model=self.model))
@@ -253,6 +263,7 @@ class Trainer(metaclass=_TrainerType):
             compile=config.compile, max_memory=config.max_memory,
             **({} if config.single_task else dict(distill=config.distill, distill_options=config.distill_options,
                                                   feature_distance=config.feature_distance)),
+            max_consecutive_skipped=config.max_consecutive_skipped,
         )
 
     # ------------------------------------------------------------------ building blocks
@@ -378,9 +389,10 @@ class Trainer(metaclass=_TrainerType):
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, start: int = 0) -> Iterable[dict[str, Any]]:
-        sampler = IterationBatchSampler(len(self.train_set), self.batch_size, self.seed, start, self.rank, self.world,
-                                        total=self.iters)
-        loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
+        sampler = SeededBatchSampler(len(self.train_set), self.batch_size, self.seed, start, self.rank, self.world,
+                                     total=self.iters)
+        loader = DataLoader(SeededItems(self.train_set), batch_sampler=sampler, num_workers=self.num_workers,
+                            generator=self.loader_generator,  # creating the iterator draws no global RNG
                             **loader_options(self.device, self.num_workers),
                             **({"collate_fn": self._collate} if self._collate else {}))
         return _Formatted(loader, self.fmt)
@@ -392,8 +404,9 @@ class Trainer(metaclass=_TrainerType):
         if key in cache:
             return cache[key]
         collate = self._val_collate if split == "val" else self._test_collate
-        sampler = DistributedSampler(dataset, shuffle=False) if self.world > 1 else None
+        sampler = ShardSampler(len(dataset), self.rank, self.world) if self.world > 1 else None  # no padding
         loader = DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers,
+                            generator=torch.Generator(),  # evaluating draws nothing from the training RNG
                             **loader_options(self.device, self.num_workers),
                             **({"collate_fn": collate} if collate else {}))
         cache[key] = _Formatted(loader, self.fmt)
@@ -438,56 +451,33 @@ class Trainer(metaclass=_TrainerType):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "iteration": self.iteration,
-            "model": self.model.state_dict(),
-            "model_spec": self.model_spec,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "balancer": self.balancer.state_dict(),
-            "strategy": self.strategy.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            "precision": self.precision.state_dict(),
-            **({} if self.distill is None else {"distill": self.distill.state_dict()}),
-        }
+        """The resume state (tensors and plain values; written without pickle by :mod:`._state`)."""
+        return trainer_state(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["model_spec"].get("transforms"):
-            raise MtlkitError(
-                f"{self.out}: resuming a run whose model was expanded mid-training (DTME / Recon) is not supported; "
-                "evaluate its checkpoint with `mtlkit eval` or start the run again"
-            )
-        self.model.load_state_dict(state["model"])
-        self.balancer.load_state_dict(state["balancer"])
-        self.strategy.load_state_dict(state["strategy"])
-        prepare = getattr(self.strategy, "prepare", None)  # parameters the strategy adds (group balancers)
-        if callable(prepare):
-            prepare(self._context())
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.precision.load_state_dict(state.get("precision") or {})
-        if self.distill is not None:
-            self.distill.load_state_dict(state.get("distill"))
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        self.iteration = state["iteration"]
-        self.callbacks = [c for c in self.callbacks if not getattr(c, "done_before", lambda it: False)(self.iteration)]
+        """Restore :meth:`state_dict` (a model expanded mid-run is expanded again before its weights load)."""
+        restore(self, state)
 
     # ------------------------------------------------------------------ training
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to ``iters`` (continuing from ``out``'s checkpoint when ``resume``); returns ``metrics.json``."""
         main = self.rank == 0
+        if resume:
+            state = load_resume(self.out)
+            if state is not None:
+                check_config(state.get("config"), self.config.to_dict() if self.config else None, self.out)
+                done = finished_metrics(self.out, state)
+                if done is not None:  # a finished run: nothing to train, nothing rewritten
+                    return done
+                self.load_state_dict(state)
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             if self.config is not None:
                 import yaml
 
                 (self.out / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
-        if resume:
-            state = load_resume(self.out)
-            if state is not None:
-                self.load_state_dict(state)
+            if resume and self.iteration > 0:
+                truncate_logs(self.out, self.iteration)
         self.logger = RunLogger(self.out, enabled=main, append=resume and self.iteration > 0)
         loader = self._loader(start=self.iteration)
         memory = StepMemory(self.device, self.max_memory)  # peak of this fit's first step; max_memory check
@@ -496,8 +486,7 @@ class Trainer(metaclass=_TrainerType):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.iters, initial=self.iteration, desc=self.out.name, dynamic_ncols=True)
-        train_time, timed_iters, skipped = 0.0, 0, 0
-        val_history = []
+        rs = self.run_state
         for batch in loader:
             it = self.iteration
             self.compiler.pause(self.model)  # callbacks (DTME calibration hooks) run the model eagerly
@@ -512,20 +501,21 @@ class Trainer(metaclass=_TrainerType):
                 warnings.simplefilter("ignore", UserWarning)
                 self.scheduler.step()
             dt = time.perf_counter() - t0
-            train_time += dt
-            timed_iters += 1
-            skipped += int(info.get("skipped", 0))
+            rs["train_time"] += dt
+            rs["timed_iters"] += 1
+            rs["skipped"] += int(info.get("skipped", 0))
             if self.distill is not None:
                 info.update(self.distill.end_iteration())
             self.iteration = it + 1
             self.logger.log({"iter": it, "lr": self.optimizer.param_groups[0]["lr"], "time": dt, **info})
+            check_skipped(rs, info, it, self.max_consecutive_skipped, self.logger)
             if bar is not None:
                 bar.set_postfix(loss=f"{sum(info['losses'].values()):.3f}", refresh=False)
                 bar.update(1)
             if self.eval_every and self.iteration % self.eval_every == 0 and self.iteration < self.iters:
                 if self.val_set is not None:
                     val = self.evaluate("val")
-                    val_history.append({"iter": self.iteration, **val})
+                    rs["val_history"].append({"iter": self.iteration, **val})
                     self.logger.log_eval("val", self.iteration, val)
                 if main:
                     save_model(self.model, self.model_spec, self.out)
@@ -533,7 +523,7 @@ class Trainer(metaclass=_TrainerType):
         self.step_memory = memory.report() or self.step_memory
         if bar is not None:
             bar.close()
-        return self._finish(train_time / max(timed_iters, 1), skipped, val_history)
+        return self._finish(rs["train_time"] / max(rs["timed_iters"], 1), rs["skipped"], rs["val_history"])
 
     def _finish(self, sec_per_iter: float, skipped: int, val_history: list) -> dict[str, Any]:
         val = self.evaluate("val") if self.val_set is not None else None
@@ -578,6 +568,7 @@ class Trainer(metaclass=_TrainerType):
                 metrics.update(extra(self))
         if self.rank == 0:
             save_model(self.model, self.model_spec, self.out)
+            self.run_state["finished"] = True
             save_resume(self.state_dict(), self.out)
             if self.predictions:
                 self._save_predictions()

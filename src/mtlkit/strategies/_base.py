@@ -18,6 +18,7 @@ import torch
 from mtlkit._registry import Registry
 from mtlkit.balancing import FAMO, GeometricLossStrategy, JacobianAggregator, UncertaintyWeighting, WeightedSum
 from mtlkit.models.protocol import last_shared_parameters, run_model, shared_parameters
+from mtlkit.strategies._guard import guarded_step
 
 
 def _identity(x: Any) -> Any:
@@ -141,10 +142,10 @@ def scale_kwargs(ctx: StepContext) -> dict[str, Any]:
 
 
 def optimizer_step(ctx: StepContext) -> bool:
-    """The optimizer step (through the GradScaler under fp16); False when the scaler skipped it."""
-    if ctx.precision is None:
-        ctx.optimizer.step()
-        return True
+    """The optimizer step (through the GradScaler under fp16); False when it was skipped: the scaler's own
+    overflow check under fp16, otherwise the non-finite guard on the gradients (:mod:`._guard`)."""
+    if ctx.precision is None or getattr(ctx.precision, "scaler", None) is None:
+        return guarded_step(ctx.optimizer)
     return ctx.precision.step(ctx.optimizer)
 
 
