@@ -55,4 +55,14 @@ def test_balancing_get_unknown_method_and_options() -> None:
     with pytest.raises(MtlkitError, match="valid: none"):
         balancing.get("equal", weights={"a": 1})
     assert isinstance(balancing.get("Equal"), balancing.Equal)
+
+
+def test_bad_option_values_are_one_line_errors_that_list_the_options() -> None:
+    """A wrong type from the command line (``--method-opt c=abc``) names the method, the value and the options."""
+    from mtlkit import strategies
+
+    with pytest.raises(MtlkitError, match=r"method 'cagrad': bad option value\(s\) c='abc' .*c \(default 0.4\)"):
+        balancing.get("cagrad", c="abc")
+    with pytest.raises(MtlkitError, match=r"strategy 'selective': bad option value\(s\) warmup='abc' .*warmup"):
+        strategies.get("selective", warmup="abc")
     assert balancing.get("fixed", tasks=["a"], weights={"a": 2}).fixed == {"a": 2.0}

@@ -164,7 +164,12 @@ def get(name: str, tasks: Sequence[str] | None = None, **options: Any) -> Balanc
     if unknown:
         valid = ", ".join(f"{k} (default {v!r})" for k, v in cls.options.items()) or "none"
         raise MtlkitError(f"method {name!r} has no option(s) {', '.join(sorted(unknown))}; valid: {valid}")
-    return cls(tasks, **options)
+    try:
+        return cls(tasks, **options)
+    except (TypeError, ValueError) as e:  # a wrong type or range (e.g. ``c=abc`` from the command line)
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        defaults = ", ".join(f"{k} (default {v!r})" for k, v in cls.options.items()) or "none"
+        raise MtlkitError(f"method {name!r}: bad option value(s) {given} ({e}); options: {defaults}") from e
 
 
 @BALANCERS.register("equal")

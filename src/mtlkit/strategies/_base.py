@@ -209,4 +209,9 @@ def get(name: str, **options: Any) -> Strategy:
     unknown = set(options) - set(cls.options)
     if unknown:
         raise MtlkitError(f"strategy {name!r} has no option(s) {sorted(unknown)}; valid: {sorted(cls.options)}")
-    return cls(**options)
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:  # a wrong type or range (e.g. ``warmup=abc`` from the command line)
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise MtlkitError(f"strategy {name!r}: bad option value(s) {given} ({e}); options: "
+                          f"{', '.join(f'{k} (default {v!r})' for k, v in cls.options.items())}") from e
