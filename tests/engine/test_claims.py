@@ -61,6 +61,9 @@ def test_measures_on_constructed_results():
     assert C.grid_best(r) == "grid-a"  # chosen on validation Δm, not on the test numbers
     assert by_id["grid-recovers"].measure(r) == pytest.approx((5.0, -5.0))
     assert by_id["avgnorm-grid"].measure(r) == pytest.approx((2.5, 5.0))
+    r["equal-quarter"] = {"primary": {"semseg": 36.0, "depth": 0.65}}  # M = -10%, -30%
+    assert C.gain_spread(r, "equal") == pytest.approx(30.0)  # +10 - (-20)
+    assert by_id["less-data-imbalanced"].measure(r) == pytest.approx((20.0, 30.0))
 
 
 def test_gradient_norm_spread_and_rank_measures():
