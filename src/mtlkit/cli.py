@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset")
     p.add_argument("--iters", type=int)
     p.add_argument("--out")
-    p.add_argument("--scale", default="quick", help="claims suite: quick | tiny")
+    p.add_argument("--scale", default="quick", help="claims suite: quick (synthetic NYUD) | quick-pascal | tiny")
     p.add_argument("--claims", help="claims suite: comma-separated claim ids (default: all)")
     p.add_argument("--pretrained", help="claims suite: backbone checkpoint every run starts from")
     p.add_argument("--report-only", action="store_true", help="claims suite: tabulate finished runs, train none")
