@@ -438,6 +438,7 @@ class Trainer(metaclass=_TrainerType):
             iteration=self.iteration,
             sync_grads=lambda: D.average_gradients([p for g in optimizer.param_groups for p in g["params"]]),
             reduce_losses=D.average_values,
+            global_mean=D.global_mean_scales if D.is_distributed() else None,
             needs_features=bool(getattr(self.balancer, "needs_features", False)),
             grad_stats=self.grad_stats,
             input_key=self.input_key,

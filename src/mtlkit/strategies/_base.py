@@ -57,6 +57,10 @@ class StepContext:
     after_step: Callable[[], None] | None = None
     #: mixed precision (``mtlkit.engine._precision.Precision``: autocast forward, GradScaler step); None = fp32
     precision: Any = None
+    #: several processes: ``fn({task: count}) -> {task: factor}`` weighting each process's loss by its share
+    #: of the global count of averaged elements (``mtlkit.engine._distributed.global_mean_scales``), so that
+    #: losses and the averaged gradient are the global batch's exact means; None = one process
+    global_mean: Callable[[dict[str, float]], dict[str, float]] | None = None
 
 
 def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | None = None):
@@ -69,6 +73,9 @@ def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | N
     if callable(combine):
         return combine(out, batch, {t: ctx.tasks[t] for t in names}), feats
     losses = {t: ctx.tasks[t].loss(out[t], batch[t]) for t in names}
+    if ctx.global_mean is not None:
+        scale = ctx.global_mean({t: ctx.tasks[t].loss_count(batch[t]) for t in names})
+        losses = {t: loss * scale[t] for t, loss in losses.items()}
     return losses, feats
 
 
