@@ -26,6 +26,9 @@ class _Model(torch.nn.Module):
         self.seg = torch.nn.Conv2d(4, 3, 1)
         self.dep = torch.nn.Conv2d(4, 1, 1)
 
+    def shared_parameters(self):
+        return list(self.body.parameters())
+
     def forward(self, x):
         h = torch.relu(self.body(x))
         return {"semseg": self.seg(h), "depth": self.dep(h)}
@@ -41,25 +44,26 @@ def _batch() -> dict[str, torch.Tensor]:
     return {"image": x, "semseg": seg, "depth": depth}
 
 
-def _step(batch, rank: int | None, weighted: bool) -> dict:
+def _step(batch, rank: int | None, weighted: bool, method: str = "equal", global_jacobian: bool = False) -> dict:
     tasks = {"semseg": make_task("semseg", num_classes=3), "depth": make_task("depth")}
     model = _Model()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     params = list(model.parameters())
     ctx = strategies.StepContext(
-        model=model, tasks=tasks, balancer=balancing.get("equal", list(tasks)), optimizer=opt,
+        model=model, tasks=tasks, balancer=balancing.get(method, list(tasks)), optimizer=opt,
         sync_grads=lambda: D.average_gradients(params), reduce_losses=D.average_values,
-        global_mean=D.global_mean_scales if (weighted and rank is not None) else None)
+        global_mean=D.global_mean_scales if (weighted and rank is not None) else None,
+        reduce_jacobian=D.average_tensor if (global_jacobian and rank is not None) else None)
     if rank is not None:
         batch = {k: v[rank::2] for k, v in batch.items()}
     info = strategies.get("joint").step(batch, ctx)
     return {"params": [p.detach().reshape(-1).tolist() for p in params], "losses": info["losses"]}
 
 
-def _worker(rank: int, init: str, out: str, weighted: bool) -> None:
+def _worker(rank: int, init: str, out: str, weighted: bool, method: str = "equal", global_jac: bool = False) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
-        res = _step(_batch(), rank, weighted)
+        res = _step(_batch(), rank, weighted, method, global_jac)
         if rank == 0:
             with open(out, "w") as f:
                 json.dump(res, f)
@@ -86,6 +90,24 @@ def test_two_process_step_equals_one_process_on_the_global_batch(tmp_path):
     assert plain["losses"]["depth"] != pytest.approx(one["losses"]["depth"], rel=1e-3)
     assert any(a != pytest.approx(b, rel=1e-4, abs=1e-6)
                for pa, pb in zip(plain["params"], one["params"], strict=True) for a, b in zip(pa, pb, strict=True))
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
+def test_global_jacobian_makes_an_aggregator_step_equal_one_process(tmp_path):
+    """MGDA (min-norm point of the task gradients, nonlinear in J): with ``global_jacobian`` 2 processes
+    aggregate the global Jacobian and step as 1 process; averaging per-process aggregates does not."""
+    one = _step(_batch(), None, weighted=True, method="mgda")
+    results = {}
+    for global_jac in (True, False):
+        out = str(tmp_path / f"mgda-{global_jac}.json")
+        os.environ.pop("WORLD_SIZE", None)
+        mp.spawn(_worker, args=(f"file://{tmp_path / f'rdv-m{global_jac}'}", out, True, "mgda", global_jac),
+                 nprocs=2, join=True)
+        results[global_jac] = json.loads(open(out).read())
+    for a, b in zip(results[True]["params"], one["params"], strict=True):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+    assert any(a != pytest.approx(b, rel=1e-4, abs=1e-6) for pa, pb in
+               zip(results[False]["params"], one["params"], strict=True) for a, b in zip(pa, pb, strict=True))
 
 
 def test_loss_counts_of_the_built_in_tasks():

@@ -73,6 +73,18 @@ def global_mean_scales(counts: dict[str, float]) -> dict[str, float]:
             for k, total in zip(keys, t.cpu().tolist(), strict=True)}
 
 
+def average_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Mean of ``t`` across processes (a new tensor; ``t`` itself when not distributed): the global Jacobian
+    of ``run.global_jacobian``, from the processes' Jacobians of globally weighted losses."""
+    if not is_distributed():
+        return t
+    out = t.detach().clone()
+    if dist.get_backend() == "nccl" and out.device.type != "cuda":
+        out = out.cuda()
+    dist.all_reduce(out)
+    return (out / world_size()).to(t.device)
+
+
 def average_values(values: dict[str, float]) -> dict[str, float]:
     """Mean of scalar values across processes (same keys everywhere); identity when not distributed."""
     if not is_distributed():
