@@ -73,6 +73,8 @@ class RunLogger:
         if self._csv_keys is None:
             self._csv_keys = sorted(flat)
             self._csv.writerow(self._csv_keys)
+        elif not flat.keys() <= set(self._csv_keys):
+            self._widen_csv(sorted(set(flat) - set(self._csv_keys)))
         self._csv.writerow([flat.get(k, "") for k in self._csv_keys])
         it = int(record["iter"])
         if self._tb is not None and it % self.tb_every == 0:
@@ -83,6 +85,22 @@ class RunLogger:
             self._tb.add_scalar("lr", record.get("lr", 0.0), it)
         if it % 50 == 0:
             self.flush()
+
+    def _widen_csv(self, new: list[str]) -> None:
+        """Columns that appear after the first row (DTME's expansion, selective groups after warm-up, a
+        fallback counter): rewrite ``log.csv`` once with the wider header, earlier rows blank in them."""
+        self._csv_file.close()
+        path = self.run_dir / "log.csv"
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        self._csv_keys = [*(self._csv_keys or []), *new]
+        pad = [""] * len(new)
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(self._csv_keys)
+            w.writerows(r + pad for r in rows)
+        self._csv_file = open(path, "a", newline="")
+        self._csv = csv.writer(self._csv_file)
 
     def log_eval(self, split: str, iteration: int, result: dict[str, Any]) -> None:
         if not self.enabled:
