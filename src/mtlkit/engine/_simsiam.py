@@ -15,10 +15,10 @@ SimSiam (Chen & He, *Exploring Simple Siamese Representation Learning*, CVPR 202
 - optimiser (``main_simsiam.py`` L157, L190-201, L359-366 and the README's ``--fix-pred-lr``): SGD, momentum 0.9,
   weight decay 1e-4 on every parameter, ``lr = base_lr x batch / 256`` with base 0.05, half-cycle cosine to 0
   (per step here, per epoch there), the predictor at the constant initial lr.
-- augmentations (``main_simsiam.py`` L228-237), two independent views per image: RandomResizedCrop scale
-  (0.2, 1), ratio (3/4, 4/3); ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8 (its four ops in a random order per
-  image, as torchvision); RandomGrayscale p 0.2; Gaussian blur sigma U(0.1, 2) with p 0.5; horizontal flip;
-  ImageNet normalisation.
+- augmentations (``main_simsiam.py`` L229-239, ``simsiam/loader.py`` L11-32), two independent views per image:
+  RandomResizedCrop scale (0.2, 1), ratio (3/4, 4/3); ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8 (its four
+  ops in a random order per image, as torchvision); RandomGrayscale p 0.2; Gaussian blur sigma U(0.1, 2) with
+  p 0.5; horizontal flip; ImageNet normalisation.
 
 Our choices (CPU scale, stated once): 64 x 64 scenes from the same synthetic stream as MAE (no decoded photos), the
 augmentations on batched tensors (crop, resize and flip as one bilinear ``grid_sample``; the blur sigma scaled
@@ -232,7 +232,8 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 def simsiam_view(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """One augmented view of images ``x`` (N, 3, H, W) in [0, 1] -> ImageNet-normalised (main_simsiam.py L228-237)."""
+    """One augmented view of images ``x`` (N, 3, H, W) in [0, 1] -> ImageNet-normalised (main_simsiam.py L229-239;
+    the flip, last there, is drawn with the crop: it commutes with the colour ops and the symmetric blur)."""
     from mtlkit.data._base import IMAGENET_MEAN, IMAGENET_STD
 
     n, _, height, width = x.shape
