@@ -75,6 +75,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="probe the distance to the single-task features per task (study Fig. 6; every=N, lr=...)")
     p.add_argument("--single-task", action="store_true", default=None, help="train one model per task (baselines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--global-jacobian", action="store_true", default=None,
+                   help="torchrun: gradient aggregators aggregate the global Jacobian (as one process would)")
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="torch.compile the model forward (backend: inductor by default, aot_eager, eager, ...)")
 
@@ -105,6 +107,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         values.setdefault("method", "fixed")
     if args.single_task:
         values["single_task"] = True
+    if getattr(args, "global_jacobian", None):
+        values["global_jacobian"] = True
     if getattr(args, "distill_opt", None):
         values["distill_options"] = parse_kv(args.distill_opt, "--distill-opt")
     if getattr(args, "feature_distance", None) is not None:

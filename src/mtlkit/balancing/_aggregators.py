@@ -143,11 +143,17 @@ class JacobianAggregator(Balancer):
         values = [scaled(v, scale) for v in self.transform_losses([losses[t] for t in self.tasks])]
         tg = TaskGradients(values, features, self.chunk_size)
         params = resolve_shared(self.name, shared, context) if self.on == "params" else None
-        if self.engine == "autogram" and self._autogram_ready(params, context):
+        reduce = context.get("reduce_jacobian")  # several processes: aggregate the global Jacobian
+        if reduce is not None and params is None:
+            raise MtlkitError(f"{self.name}: run.global_jacobian needs on=params (the feature Jacobians of "
+                              "different processes belong to different samples); use on=params or turn it off")
+        if reduce is None and self.engine == "autogram" and self._autogram_ready(params, context):
             info = self._autogram_backward(tg, values, params, scale, shared, context)
             if info is not None:
                 return info
         raw = solver_view((tg.jacobian(params) if params is not None else tg.feature_jacobian()).detach(), scale)
+        if reduce is not None:
+            raw = reduce(raw)
         jac, gramian, finite = finite_rows(raw)
         if scale is not None and not bool(finite.all()):
             return self._overflow(tg, params, raw, finite, context)

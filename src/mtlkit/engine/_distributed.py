@@ -55,6 +55,36 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         offset += g.numel()
 
 
+def global_mean_scales(counts: dict[str, float]) -> dict[str, float]:
+    """Per-task factors ``n_p · W / N`` (``n_p`` this process's count of averaged elements, ``N`` the sum over
+    the ``W`` processes) that turn each process's loss mean into its share of the global mean: after the
+    gradient average (÷ W) the update is the gradient of the global batch's exact mean, and the averaged loss
+    values are the global means, whatever the number of valid pixels on each process. Identity (all 1) when
+    not distributed; 1 for a task no process has an element of."""
+    if not is_distributed():
+        return dict.fromkeys(counts, 1.0)
+    keys = sorted(counts)
+    t = torch.tensor([float(counts[k]) for k in keys], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    n = world_size()
+    return {k: (float(counts[k]) * n / total if total > 0 else 1.0)
+            for k, total in zip(keys, t.cpu().tolist(), strict=True)}
+
+
+def average_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Mean of ``t`` across processes (a new tensor; ``t`` itself when not distributed): the global Jacobian
+    of ``run.global_jacobian``, from the processes' Jacobians of globally weighted losses."""
+    if not is_distributed():
+        return t
+    out = t.detach().clone()
+    if dist.get_backend() == "nccl" and out.device.type != "cuda":
+        out = out.cuda()
+    dist.all_reduce(out)
+    return (out / world_size()).to(t.device)
+
+
 def average_values(values: dict[str, float]) -> dict[str, float]:
     """Mean of scalar values across processes (same keys everywhere); identity when not distributed."""
     if not is_distributed():

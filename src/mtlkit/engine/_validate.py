@@ -49,6 +49,9 @@ def check_types(cfg: Any) -> None:
         _str(cfg, key)
     for key in ("data_root", "pretrained", "baseline", "baseline_cache"):
         _str(cfg, key, optional=True)
+    for key in ("global_jacobian",):
+        if not isinstance(cfg.get(key), bool):
+            _fail(key, cfg.get(key), "must be true or false")
     pp = cfg.get("poly_power")
     if isinstance(pp, bool) or not isinstance(pp, int | float) or not 0 <= pp < math.inf:
         _fail("poly_power", pp, "must be a finite number >= 0")

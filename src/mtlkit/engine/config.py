@@ -98,6 +98,9 @@ class RunConfig:
     #: abort (exit code 2) after this many consecutive batches without an optimizer step (0 = never)
     max_consecutive_skipped: int = 20
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
+    #: several processes: gradient aggregators (PCGrad, MGDA, ...) aggregate the global Jacobian (all-reduced,
+    #: T x P per step) instead of averaging each process's aggregate; same result as one process, more traffic
+    global_jacobian: bool = False
     compile: str | None = None  # torch.compile backend of the model forward (e.g. inductor); None = off
     max_memory: str | None = None  # refuse a run whose one-step peak exceeds this (e.g. "8GB")
     #: the feature-distance probe (imbalance study Fig. 6): True or its options ({every, lr, weight_decay})

@@ -57,6 +57,13 @@ class StepContext:
     after_step: Callable[[], None] | None = None
     #: mixed precision (``mtlkit.engine._precision.Precision``: autocast forward, GradScaler step); None = fp32
     precision: Any = None
+    #: several processes: ``fn({task: count}) -> {task: factor}`` weighting each process's loss by its share
+    #: of the global count of averaged elements (``mtlkit.engine._distributed.global_mean_scales``), so that
+    #: losses and the averaged gradient are the global batch's exact means; None = one process
+    global_mean: Callable[[dict[str, float]], dict[str, float]] | None = None
+    #: several processes with ``run.global_jacobian``: the all-reduce mean gradient aggregators apply to their
+    #: Jacobian before aggregating (``mtlkit.engine._distributed.average_tensor``); None = per-process
+    reduce_jacobian: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | None = None):
@@ -69,6 +76,9 @@ def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | N
     if callable(combine):
         return combine(out, batch, {t: ctx.tasks[t] for t in names}), feats
     losses = {t: ctx.tasks[t].loss(out[t], batch[t]) for t in names}
+    if ctx.global_mean is not None:
+        scale = ctx.global_mean({t: ctx.tasks[t].loss_count(batch[t]) for t in names})
+        losses = {t: loss * scale[t] for t, loss in losses.items()}
     return losses, feats
 
 
@@ -137,8 +147,12 @@ def balanced_backward(ctx: StepContext, losses: dict[str, torch.Tensor], feats: 
 
 
 def scale_kwargs(ctx: StepContext) -> dict[str, Any]:
-    """``{"grad_scale": scaler}`` under fp16 (the balancer sees unscaled losses and decides unscaled), else {}."""
-    return {} if ctx.precision is None else ctx.precision.backward_kwargs()
+    """``{"grad_scale": scaler}`` under fp16 (the balancer sees unscaled losses and decides unscaled), and
+    ``{"reduce_jacobian": fn}`` when aggregators use the global Jacobian (several processes); else {}."""
+    out = {} if ctx.precision is None else dict(ctx.precision.backward_kwargs())
+    if ctx.reduce_jacobian is not None:
+        out["reduce_jacobian"] = ctx.reduce_jacobian
+    return out
 
 
 def optimizer_step(ctx: StepContext) -> bool:

@@ -59,6 +59,10 @@ class Task:
     metric_directions: Mapping[str, bool] | None = None
     #: the registry name that built this task (``""``: the task's own name, or not registered)
     factory: str = ""
+    #: ``count_fn(target)``: how many elements ``loss`` averages over (valid pixels, non-ignored labels);
+    #: None = a per-sample mean (the batch size). With several processes the engine weights each process's
+    #: loss by its share of the global count, so loss and gradient are the global batch's exact mean.
+    count_fn: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,6 +78,12 @@ class Task:
         if self.loss_fn is None:
             raise NotImplementedError(f"task {self.name!r} has no loss_fn: pass one or override Task.loss")
         return self.loss_fn(pred, target)
+
+    def loss_count(self, target: Any) -> float:
+        """The number of elements :meth:`loss` averages over for ``target`` (see ``count_fn``)."""
+        if self.count_fn is not None:
+            return float(self.count_fn(target))
+        return float(len(target))
 
     def meter(self) -> Meter:
         if self.meter_factory is None:

@@ -94,6 +94,7 @@ def classification_task(
         params={"num_classes": num_classes, "name": name, "ignore_index": ignore_index,
                 "label_smoothing": label_smoothing, "primary": primary, "auroc_thresholds": auroc_thresholds},
         factory="classification",
+        count_fn=lambda t: (t != ignore_index).sum(),
     )
 
 
@@ -127,6 +128,7 @@ def binary_task(
         params={"name": name, "pos_weight": pos_weight, "threshold": threshold, "ignore_index": ignore_index,
                 "primary": primary, "auroc_thresholds": auroc_thresholds},
         factory="binary",
+        count_fn=lambda t: (t != ignore_index).sum(),
     )
 
 
@@ -159,4 +161,5 @@ def multilabel_task(
         params={"num_labels": num_labels, "name": name, "pos_weight": pos_weight, "ignore_index": ignore_index,
                 "primary": primary, "thresholds": thresholds},
         factory="multilabel",
+        count_fn=lambda t: (t != ignore_index).sum(),
     )

@@ -42,6 +42,23 @@ def cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(pred, target, ignore_index=255)
 
 
+# ``count_fn`` of each loss below: how many elements it averages over (Task.count_fn)
+def _count_labelled(t: torch.Tensor) -> torch.Tensor:
+    return (t != 255).sum()
+
+
+def _count_nonzero(t: torch.Tensor) -> torch.Tensor:
+    return (t != 0).sum()
+
+
+def _count_positive(t: torch.Tensor) -> torch.Tensor:
+    return (t > 0).sum()
+
+
+def _count_normals(t: torch.Tensor) -> torch.Tensor:
+    return (t.abs().sum(1) > 0).sum() * t.shape[1]
+
+
 def depth_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     # (B, 1, H, W) vs a (B, H, W) target would broadcast silently to (B, B, H, W): match shapes first
     pred = pred.reshape(target.shape)
@@ -89,6 +106,7 @@ def _segmentation(name: str, default_classes: int) -> Callable[..., Task]:
             higher_is_better=True,
             display="labels",
             params={"num_classes": num_classes},
+            count_fn=_count_labelled,
         )
 
     return factory
@@ -100,12 +118,13 @@ TASKS.register("parts", _segmentation("parts", 7))
 
 @TASKS.register("depth")
 def depth_task() -> Task:
-    return Task("depth", 1, depth_l1_loss, DepthMeter, "rmse", False, display="depth")
+    return Task("depth", 1, depth_l1_loss, DepthMeter, "rmse", False, display="depth", count_fn=_count_positive)
 
 
 @TASKS.register("normals")
 def normals_task() -> Task:
-    return Task("normals", 3, normals_l1_loss, NormalsMeter, "mean", False, display="normals")
+    return Task("normals", 3, normals_l1_loss, NormalsMeter, "mean", False, display="normals",
+                count_fn=_count_normals)
 
 
 @TASKS.register("edge")
@@ -142,12 +161,13 @@ def edge_task(
         True,
         display="prob",
         params=params,
+        count_fn=lambda t: t.numel(),
     )
 
 
 @TASKS.register("saliency")
 def saliency_task() -> Task:
-    return Task("saliency", 1, bce_loss, SaliencyMeter, "maxF", True, display="prob")
+    return Task("saliency", 1, bce_loss, SaliencyMeter, "maxF", True, display="prob", count_fn=_count_labelled)
 
 
 # ------------------------------------------------------------------------------- Taskonomy tasks
@@ -184,6 +204,7 @@ def _taskonomy(name: str, channels: int, display: str = "regression") -> Callabl
             primary="rmse" if curvature else "l1",
             higher_is_better=False,
             display=display,
+            count_fn=_count_nonzero if depth else None,
         )
 
     return factory

@@ -47,4 +47,5 @@ def regression_task(
         display="regression",
         params={"num_targets": num_targets, "name": name, "loss": loss, "primary": primary},
         factory="regression",
+        count_fn=lambda t: torch.isfinite(t).sum(),
     )
