@@ -514,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, typ in PRETRAIN_FLAGS.items():
         p.add_argument(flag, type=typ, help="default: mtlkit.engine.pretrain.PretrainConfig")
     p.add_argument("--out", default="runs/pretrain", help="folder of the checkpoint and its provenance JSON")
+    p.add_argument("--force", action="store_true", help="retrain even when --out holds the same run's checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_pretrain)
     return parser

@@ -195,3 +195,18 @@ def test_same_seed_same_checkpoint(tmp_path: Path) -> None:
     c = load_file(pretrain(PretrainConfig(**{**TINY, "steps": 2, "seed": 1}), tmp_path / "c",
                            progress=False)["checkpoint"])
     assert not torch.allclose(a["layer1.0.conv1.weight"], c["layer1.0.conv1.weight"])
+
+
+def test_an_identical_run_is_cached_and_force_or_a_change_retrains(tmp_path: Path) -> None:
+    cfg = PretrainConfig(**{**TINY, "steps": 1})
+    first = pretrain(cfg, tmp_path, progress=False)
+    ckpt = Path(first["checkpoint"])
+    stamp = ckpt.stat().st_mtime_ns
+    again = pretrain(PretrainConfig(**{**TINY, "steps": 1}), tmp_path, progress=False)
+    assert again["cached"] and again["sha256"] == first["sha256"] and ckpt.stat().st_mtime_ns == stamp
+    assert "cached" not in pretrain(cfg, tmp_path, progress=False, force=True)
+    assert "cached" not in pretrain(PretrainConfig(**{**TINY, "steps": 1, "seed": 1}), tmp_path, progress=False)
+    raw = bytearray(ckpt.read_bytes())
+    raw[-1] ^= 0xFF  # bytes that no longer match the recorded sha256
+    ckpt.write_bytes(bytes(raw))
+    assert "cached" not in pretrain(PretrainConfig(**{**TINY, "steps": 1, "seed": 1}), tmp_path, progress=False)

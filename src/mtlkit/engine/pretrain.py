@@ -336,11 +336,17 @@ def command_line(cfg: PretrainConfig, out: str | Path) -> str:
     return shlex.join([*parts, "--out", str(out)])
 
 
-def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Train; write ``<out>/<model>_<objective>.safetensors`` (the timm encoder) and ``.json`` (provenance)."""
+def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """Train; write ``<out>/<model>_<objective>.safetensors`` (the timm encoder) and ``.json`` (provenance).
+
+    Cached: when ``out`` already holds that checkpoint, made with the same config and scene generator, and its
+    bytes match the recorded sha256, it is returned (``"cached": True``) without training, unless ``force``."""
     cfg.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    hit = None if force else cached(cfg, out)
+    if hit is not None:
+        return hit
     if cfg.objective == "simsiam":
         from mtlkit.engine._simsiam import AUGMENTATION, OBJECTIVE, train_simsiam
 
@@ -353,6 +359,33 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> dic
                  "format": "timm VisionTransformer state_dict (num_classes=0), safetensors",
                  "augmentation": "hflip 0.5"}
     return _save(cfg, out, state, curve, seconds, about)
+
+
+def _config_record(cfg: PretrainConfig) -> dict[str, Any]:
+    """The provenance's ``config``: every field the objective reads (tuples as lists, as JSON stores them)."""
+    other = [k for o, keys in OBJECTIVE_FIELDS.items() if o != cfg.objective for k in keys]
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k not in other}
+
+
+def cached(cfg: PretrainConfig, out: str | Path) -> dict[str, Any] | None:
+    """The result of an earlier identical run in ``out`` (same config, same scene generator source, checkpoint
+    bytes matching its sha256), or None."""
+    from mtlkit.data.synthetic import GENERATOR_VERSION
+    from mtlkit.data.synthetic._generate import _source_digest
+
+    name = f"{cfg.model}_{cfg.objective}"
+    ckpt, meta = Path(out) / f"{name}.safetensors", Path(out) / f"{name}.json"
+    if not (ckpt.is_file() and meta.is_file()):
+        return None
+    try:
+        prov = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    data = prov.get("data", {})
+    if (prov.get("config") != _config_record(cfg) or data.get("generator_version") != GENERATOR_VERSION
+            or data.get("source_digest") != _source_digest() or prov.get("sha256") != sha256_file(ckpt)):
+        return None
+    return {**prov, "checkpoint": str(ckpt), "provenance": str(meta), "cached": True}
 
 
 def _train_mae(cfg: PretrainConfig, progress: bool) -> tuple[dict[str, torch.Tensor], list[dict[str, float]], float]:
@@ -401,7 +434,6 @@ def _save(cfg: PretrainConfig, out: Path, state: dict[str, torch.Tensor], curve:
     from mtlkit.data.synthetic._generate import _source_digest
 
     name = f"{cfg.model}_{cfg.objective}"
-    other = [k for o, keys in OBJECTIVE_FIELDS.items() if o != cfg.objective for k in keys]
     ckpt = out / f"{name}.safetensors"
     # one metadata key only: safetensors writes a metadata map in hash order, so two keys make the file's
     # bytes (and its sha256) differ between identical runs; the provenance lives in the JSON beside it
@@ -411,7 +443,7 @@ def _save(cfg: PretrainConfig, out: Path, state: dict[str, torch.Tensor], curve:
         "checkpoint": ckpt.name,
         "sha256": sha256_file(ckpt),
         "format": about["format"],
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k not in other},
+        "config": _config_record(cfg),
         "seed": cfg.seed,
         "data": {"generator": "mtlkit.data.synthetic", "generator_version": GENERATOR_VERSION,
                  "source_digest": _source_digest(), "split": "train", "data_seed": cfg.data_seed,
@@ -442,13 +474,14 @@ PRETRAIN_FLAGS = {  # flag -> PretrainConfig field
 def run_from_args(args: Any) -> int:
     values = {key: getattr(args, flag.lstrip("-").replace("-", "_"), None) for flag, key in PRETRAIN_FLAGS.items()}
     cfg = PretrainConfig(**{k: v for k, v in values.items() if v is not None})
-    result = pretrain(cfg, args.out, progress=not args.no_progress)
+    result = pretrain(cfg, args.out, progress=not args.no_progress, force=bool(getattr(args, "force", False)))
     print(f"checkpoint: {result['checkpoint']}  (sha256 {result['sha256'][:16]}..., {result['seconds']:.0f}s, "
-          f"loss {result['loss_first']:.3f} -> {result['loss_last']:.3f})")
+          f"loss {result['loss_first']:.3f} -> {result['loss_last']:.3f})"
+          + ("  cached: same config and data; --force retrains" if result.get("cached") else ""))
     print(f"provenance: {result['provenance']}")
     print(f"use it: mtlkit train --model {cfg.model} --image-size {cfg.image_size} --pretrained {result['checkpoint']}")
     return 0
 
 
-__all__ = ["OBJECTIVE_DEFAULTS", "MaskedAutoencoder", "PretrainConfig", "build_mae", "masked_patch_loss", "patchify",
-           "pretrain", "random_masking", "sincos_2d"]
+__all__ = ["OBJECTIVE_DEFAULTS", "MaskedAutoencoder", "PretrainConfig", "build_mae", "cached", "masked_patch_loss",
+           "patchify", "pretrain", "random_masking", "sincos_2d"]
