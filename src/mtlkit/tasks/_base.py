@@ -62,7 +62,7 @@ class Task:
     #: ``count_fn(target)``: how many elements ``loss`` averages over (valid pixels, non-ignored labels);
     #: None = a per-sample mean (the batch size). With several processes the engine weights each process's
     #: loss by its share of the global count, so loss and gradient are the global batch's exact mean.
-    count_fn: Callable[[Any], Any] | None = None
+    count_fn: Callable[[Any], Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
