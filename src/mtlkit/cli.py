@@ -385,7 +385,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 PRETRAIN_FLAGS = {"--model": str, "--image-size": int, "--steps": int, "--batch-size": int, "--lr": float,
                   "--weight-decay": float, "--warmup-steps": int, "--mask-ratio": float, "--decoder-dim": int,
                   "--decoder-depth": int, "--decoder-heads": int, "--images": int, "--data-seed": int,
-                  "--seed": int, "--log-every": int}
+                  "--seed": int, "--log-every": int, "--objective": str, "--proj-dim": int, "--pred-dim": int}
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -510,10 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
 
-    p = sub.add_parser("pretrain", help="masked-autoencoder pretraining of a ViT preset on synthetic scenes")
+    p = sub.add_parser("pretrain", help="self-supervised pretraining on synthetic scenes (ViT: MAE, CNN: SimSiam)")
     for flag, typ in PRETRAIN_FLAGS.items():
         p.add_argument(flag, type=typ, help="default: mtlkit.engine.pretrain.PretrainConfig")
     p.add_argument("--out", default="runs/pretrain", help="folder of the checkpoint and its provenance JSON")
+    p.add_argument("--force", action="store_true", help="retrain even when --out holds the same run's checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_pretrain)
     return parser

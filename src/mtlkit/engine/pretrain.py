@@ -1,4 +1,5 @@
-"""``mtlkit pretrain``: masked-autoencoder pretraining of a ViT preset on a stream of synthetic scenes.
+"""``mtlkit pretrain``: self-supervised pretraining on a stream of synthetic scenes: MAE for the ViT presets,
+SimSiam for CNNs (``--model resnet18``, :mod:`mtlkit.engine._simsiam`); ``--objective`` picks one explicitly.
 
 MAE (He et al., *Masked Autoencoders Are Scalable Vision Learners*, CVPR 2022), following the official code
 (github facebookresearch/mae, ``models_mae.py``):
@@ -42,20 +43,33 @@ from torch import nn
 
 from mtlkit.errors import MtlkitError
 
+#: the defaults that differ by objective (a None field of PretrainConfig takes its objective's value)
+OBJECTIVE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mae": dict(steps=1000, lr=1.0e-3, min_lr=1.0e-5, weight_decay=0.05, warmup_steps=50),
+    # main_simsiam.py: base lr 0.05 (x batch / 256), wd 1e-4, cosine to 0, no warmup; 600 steps: CPU budget
+    "simsiam": dict(steps=600, lr=0.05, min_lr=0.0, weight_decay=1.0e-4, warmup_steps=0),
+}
+#: fields that only one objective reads (left out of the other's provenance)
+OBJECTIVE_FIELDS = {"mae": ("betas", "mask_ratio", "norm_pix_loss", "decoder_dim", "decoder_depth", "decoder_heads"),
+                    "simsiam": ("proj_dim", "pred_dim")}
+
 
 @dataclass
 class PretrainConfig:
-    """Everything that determines a pretraining run (recorded in the provenance)."""
+    """Everything that determines a pretraining run (recorded in the provenance).
+
+    ``objective``: ``auto`` = MAE for a ViT preset, SimSiam for any other (CNN) model. ``lr``: MAE's peak lr,
+    SimSiam's base lr (x batch / 256)."""
 
     model: str = "micro"
     image_size: int = 64
-    steps: int = 1000
+    steps: int | None = None
     batch_size: int = 64
-    lr: float = 1.0e-3
-    min_lr: float = 1.0e-5
-    weight_decay: float = 0.05
+    lr: float | None = None
+    min_lr: float | None = None
+    weight_decay: float | None = None
     betas: tuple[float, float] = (0.9, 0.95)
-    warmup_steps: int = 50
+    warmup_steps: int | None = None
     mask_ratio: float = 0.75
     norm_pix_loss: bool = True
     decoder_dim: int = 64
@@ -66,11 +80,35 @@ class PretrainConfig:
     seed: int = 0
     log_every: int = 50
     extra: dict[str, Any] = field(default_factory=dict)
+    objective: str = "auto"
+    proj_dim: int = 512
+    pred_dim: int = 128
+
+    def __post_init__(self) -> None:
+        from mtlkit.models.backbones import VIT_PRESETS
+
+        if self.objective == "auto":
+            self.objective = "mae" if self.model in VIT_PRESETS else "simsiam"
+        if self.objective not in OBJECTIVE_DEFAULTS:
+            raise MtlkitError(f"unknown pretrain objective {self.objective!r}; choose mae (ViT presets) or simsiam "
+                              "(CNNs), or leave it out")
+        for k, v in OBJECTIVE_DEFAULTS[self.objective].items():
+            if getattr(self, k) is None:
+                setattr(self, k, v)
 
     def check(self) -> None:
+        from mtlkit.models.backbones import VIT_PRESETS
+
+        if self.objective == "mae" and self.model not in VIT_PRESETS:
+            raise MtlkitError(f"objective mae pretrains the ViT presets ({', '.join(VIT_PRESETS)}), not "
+                              f"{self.model!r}: use --objective simsiam for a CNN (or leave --objective out)")
+        if self.objective == "simsiam" and self.model in VIT_PRESETS:
+            raise MtlkitError(f"objective simsiam pretrains CNNs, not the ViT preset {self.model!r}: use "
+                              "--objective mae (or leave --objective out)")
         if not 0.0 < self.mask_ratio < 1.0:
             raise MtlkitError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}; MAE uses 0.75")
-        for name in ("steps", "batch_size", "images", "image_size", "decoder_dim", "decoder_depth", "decoder_heads"):
+        for name in ("steps", "batch_size", "images", "image_size", "decoder_dim", "decoder_depth", "decoder_heads",
+                     "proj_dim", "pred_dim"):
             if int(getattr(self, name)) < 1:
                 raise MtlkitError(f"pretrain {name} must be >= 1, got {getattr(self, name)}")
         if self.decoder_dim % self.decoder_heads:
@@ -246,6 +284,13 @@ class SceneStream:
         self.store[self.rendered:end] = torch.from_numpy(arr).permute(0, 3, 1, 2)
         self.rendered = end
 
+    def raw(self, step: int) -> torch.Tensor:
+        """Batch ``step`` as floats in [0, 1], not augmented (SimSiam draws its own views)."""
+        b, n = self.cfg.batch_size, self.cfg.images
+        idx = [(step * b + i) % n for i in range(b)]
+        self._ensure(max(idx) + 1)
+        return self.store[idx].float() / 255.0
+
     def batch(self, step: int, generator: torch.Generator) -> torch.Tensor:
         from mtlkit.data._base import IMAGENET_MEAN, IMAGENET_STD
 
@@ -279,25 +324,72 @@ def sha256_file(path: str | Path) -> str:
 
 def command_line(cfg: PretrainConfig, out: str | Path) -> str:
     """The ``mtlkit pretrain`` command that reproduces ``cfg``."""
-    defaults = PretrainConfig()
+    base = PretrainConfig()
+    defaults = PretrainConfig(model=cfg.model, objective=cfg.objective)  # the objective's defaults
+    auto = PretrainConfig(model=cfg.model).objective
     parts = ["mtlkit", "pretrain"]
     for flag, key in PRETRAIN_FLAGS.items():
         v = getattr(cfg, key)
-        if v != getattr(defaults, key):
+        ref = base.model if key == "model" else auto if key == "objective" else getattr(defaults, key)
+        if v != ref:
             parts += [flag, str(v)]
     return shlex.join([*parts, "--out", str(out)])
 
 
-def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Train; write ``<out>/<model>_mae.safetensors`` (the timm encoder) and ``<model>_mae.json`` (provenance)."""
-    from safetensors.torch import save_file
+def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """Train; write ``<out>/<model>_<objective>.safetensors`` (the timm encoder) and ``.json`` (provenance).
 
-    from mtlkit.data.synthetic import GENERATOR_VERSION
-    from mtlkit.data.synthetic._generate import _source_digest
-
+    Cached: when ``out`` already holds that checkpoint, made with the same config and scene generator, and its
+    bytes match the recorded sha256, it is returned (``"cached": True``) without training, unless ``force``."""
     cfg.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    hit = None if force else cached(cfg, out)
+    if hit is not None:
+        return hit
+    if cfg.objective == "simsiam":
+        from mtlkit.engine._simsiam import AUGMENTATION, OBJECTIVE, train_simsiam
+
+        state, curve, seconds = train_simsiam(cfg, SceneStream(cfg).raw, lambda s: lr_at(s, cfg), progress)
+        about = {"objective": OBJECTIVE, "format": f"timm {cfg.model} state_dict (num_classes=0), safetensors",
+                 "augmentation": AUGMENTATION}
+    else:
+        state, curve, seconds = _train_mae(cfg, progress)
+        about = {"objective": "masked autoencoder (He et al. 2022), norm-pixel MSE on masked patches",
+                 "format": "timm VisionTransformer state_dict (num_classes=0), safetensors",
+                 "augmentation": "hflip 0.5"}
+    return _save(cfg, out, state, curve, seconds, about)
+
+
+def _config_record(cfg: PretrainConfig) -> dict[str, Any]:
+    """The provenance's ``config``: every field the objective reads (tuples as lists, as JSON stores them)."""
+    other = [k for o, keys in OBJECTIVE_FIELDS.items() if o != cfg.objective for k in keys]
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k not in other}
+
+
+def cached(cfg: PretrainConfig, out: str | Path) -> dict[str, Any] | None:
+    """The result of an earlier identical run in ``out`` (same config, same scene generator source, checkpoint
+    bytes matching its sha256), or None."""
+    from mtlkit.data.synthetic import GENERATOR_VERSION
+    from mtlkit.data.synthetic._generate import _source_digest
+
+    name = f"{cfg.model}_{cfg.objective}"
+    ckpt, meta = Path(out) / f"{name}.safetensors", Path(out) / f"{name}.json"
+    if not (ckpt.is_file() and meta.is_file()):
+        return None
+    try:
+        prov = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    data = prov.get("data", {})
+    if (prov.get("config") != _config_record(cfg) or data.get("generator_version") != GENERATOR_VERSION
+            or data.get("source_digest") != _source_digest() or prov.get("sha256") != sha256_file(ckpt)):
+        return None
+    return {**prov, "checkpoint": str(ckpt), "provenance": str(meta), "cached": True}
+
+
+def _train_mae(cfg: PretrainConfig, progress: bool) -> tuple[dict[str, torch.Tensor], list[dict[str, float]], float]:
+    """The MAE loop -> (encoder state_dict, loss curve, seconds)."""
     torch.manual_seed(cfg.seed)
     model = build_mae(cfg)
     stream = SceneStream(cfg)
@@ -330,22 +422,33 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> dic
                       f"{curve[-1]['seconds']:.0f}s", flush=True)
     seconds = time.perf_counter() - t0
     state = {k: v.detach().contiguous().clone() for k, v in model.encoder.state_dict().items()}
-    name = f"{cfg.model}_mae"
+    return state, curve, seconds
+
+
+def _save(cfg: PretrainConfig, out: Path, state: dict[str, torch.Tensor], curve: list[dict[str, float]],
+          seconds: float, about: dict[str, str]) -> dict[str, Any]:
+    """Write the checkpoint and its provenance JSON (``about``: objective, format, augmentation)."""
+    from safetensors.torch import save_file
+
+    from mtlkit.data.synthetic import GENERATOR_VERSION
+    from mtlkit.data.synthetic._generate import _source_digest
+
+    name = f"{cfg.model}_{cfg.objective}"
     ckpt = out / f"{name}.safetensors"
     # one metadata key only: safetensors writes a metadata map in hash order, so two keys make the file's
     # bytes (and its sha256) differ between identical runs; the provenance lives in the JSON beside it
     save_file(state, str(ckpt), metadata={"format": "pt"})
     provenance = {
-        "objective": "masked autoencoder (He et al. 2022), norm-pixel MSE on masked patches",
+        "objective": about["objective"],
         "checkpoint": ckpt.name,
         "sha256": sha256_file(ckpt),
-        "format": "timm VisionTransformer state_dict (num_classes=0), safetensors",
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        "format": about["format"],
+        "config": _config_record(cfg),
         "seed": cfg.seed,
         "data": {"generator": "mtlkit.data.synthetic", "generator_version": GENERATOR_VERSION,
                  "source_digest": _source_digest(), "split": "train", "data_seed": cfg.data_seed,
                  "distinct_scenes": cfg.images, "images_seen": cfg.steps * cfg.batch_size,
-                 "image_size": cfg.image_size, "normalization": "imagenet", "augmentation": "hflip 0.5"},
+                 "image_size": cfg.image_size, "normalization": "imagenet", "augmentation": about["augmentation"]},
         "command": command_line(cfg, out),
         "seconds": round(seconds, 1),
         "torch": torch.__version__,
@@ -364,20 +467,21 @@ PRETRAIN_FLAGS = {  # flag -> PretrainConfig field
     "--lr": "lr", "--weight-decay": "weight_decay", "--warmup-steps": "warmup_steps",
     "--mask-ratio": "mask_ratio", "--decoder-dim": "decoder_dim", "--decoder-depth": "decoder_depth",
     "--decoder-heads": "decoder_heads", "--images": "images", "--data-seed": "data_seed", "--seed": "seed",
-    "--log-every": "log_every",
+    "--log-every": "log_every", "--objective": "objective", "--proj-dim": "proj_dim", "--pred-dim": "pred_dim",
 }
 
 
 def run_from_args(args: Any) -> int:
     values = {key: getattr(args, flag.lstrip("-").replace("-", "_"), None) for flag, key in PRETRAIN_FLAGS.items()}
     cfg = PretrainConfig(**{k: v for k, v in values.items() if v is not None})
-    result = pretrain(cfg, args.out, progress=not args.no_progress)
+    result = pretrain(cfg, args.out, progress=not args.no_progress, force=bool(getattr(args, "force", False)))
     print(f"checkpoint: {result['checkpoint']}  (sha256 {result['sha256'][:16]}..., {result['seconds']:.0f}s, "
-          f"loss {result['loss_first']:.3f} -> {result['loss_last']:.3f})")
+          f"loss {result['loss_first']:.3f} -> {result['loss_last']:.3f})"
+          + ("  cached: same config and data; --force retrains" if result.get("cached") else ""))
     print(f"provenance: {result['provenance']}")
     print(f"use it: mtlkit train --model {cfg.model} --image-size {cfg.image_size} --pretrained {result['checkpoint']}")
     return 0
 
 
-__all__ = ["MaskedAutoencoder", "PretrainConfig", "build_mae", "masked_patch_loss", "patchify", "pretrain",
-           "random_masking", "sincos_2d"]
+__all__ = ["OBJECTIVE_DEFAULTS", "MaskedAutoencoder", "PretrainConfig", "build_mae", "cached", "masked_patch_loss",
+           "patchify", "pretrain", "random_masking", "sincos_2d"]
