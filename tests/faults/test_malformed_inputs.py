@@ -51,6 +51,8 @@ CASES = [
     ("unknown method", ["--method", "nope"], "nope"),
     ("unknown strategy", ["--strategy", "nope"], "nope"),
     ("lr inf", ["--lr", "inf"], "lr="),
+    ("grad clip 0", ["--grad-clip", "0"], "grad_clip="),
+    ("grad clip nan", ["--grad-clip", "nan"], "grad_clip="),
     ("lr 0", ["--lr", "0"], "lr="),
     ("iters 0", ["--iters", "0"], "iters="),
 ]

@@ -98,13 +98,20 @@ class Precision:
     def backward_kwargs(self) -> dict[str, Any]:
         return {} if self.scaler is None else {"grad_scale": self.scaler}
 
-    def step(self, optimizer: torch.optim.Optimizer) -> bool:
-        """``optimizer.step()``, or under fp16 ``scaler.step`` + ``scaler.update``; False when skipped."""
+    def step(self, optimizer: torch.optim.Optimizer, clip: Callable[[], None] | None = None) -> bool:
+        """``optimizer.step()``, or under fp16 ``scaler.step`` + ``scaler.update``; False when skipped.
+        ``clip`` (gradient clipping) runs on unscaled gradients (``scaler.unscale_`` first, as PyTorch's AMP
+        recipe for clipping)."""
         if self.scaler is None:
+            if clip is not None:
+                clip()
             optimizer.step()
             return True
         if self.scaler._scale is None:  # nothing was scaled this step (e.g. a loss-only method); init it
             self.scaler.scale(torch.ones((), device=self.device_type))
+        if clip is not None:
+            self.scaler.unscale_(optimizer)
+            clip()
         before = self.scaler.get_scale()
         self.scaler.step(optimizer)
         self.scaler.update()

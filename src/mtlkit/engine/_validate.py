@@ -52,6 +52,9 @@ def check_types(cfg: Any) -> None:
     for key in ("global_jacobian",):
         if not isinstance(cfg.get(key), bool):
             _fail(key, cfg.get(key), "must be true or false")
+    gc = cfg.get("grad_clip")
+    if gc is not None and (isinstance(gc, bool) or not isinstance(gc, int | float) or not 0 < gc < math.inf):
+        _fail("grad_clip", gc, "must be a finite number > 0 (the max global gradient norm), or null for none")
     pp = cfg.get("poly_power")
     if isinstance(pp, bool) or not isinstance(pp, int | float) or not 0 <= pp < math.inf:
         _fail("poly_power", pp, "must be a finite number >= 0")

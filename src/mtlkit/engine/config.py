@@ -79,6 +79,9 @@ class OptimConfig:
     lr_ts: float = 1.0
     weight_decay: float = 1e-6
     poly_power: float = 0.9
+    #: clip the global L2 norm of the model's gradients before each step (None = off; InvPT / TaskPrompter
+    #: code: ``clip_grad_norm_(model.parameters(), max_norm=10)``)
+    grad_clip: float | None = None
 
 
 @dataclass
@@ -147,6 +150,7 @@ FLAT_KEYS: dict[str, tuple[str, str]] = {
     "lr_ts": ("optim", "lr_ts"),
     "weight_decay": ("optim", "weight_decay"),
     "poly_power": ("optim", "poly_power"),
+    "grad_clip": ("optim", "grad_clip"),
     **{f.name: ("run", f.name) for f in dataclasses.fields(RunConfig)},
 }
 

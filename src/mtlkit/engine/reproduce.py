@@ -227,7 +227,7 @@ def _base_config(recipe: dict[str, Any], row: dict[str, Any], proto: dict[str, A
     if ev.get("select") == "best":
         notes.append("model selection 'best on validation': the engine reports the last model")
     if proto.get("grad_clip") is not None:
-        notes.append(f"gradient clipping {proto['grad_clip']}: not applied by the engine")
+        cfg["grad_clip"] = float(proto["grad_clip"])
     data = row.get("data") or {}
     if data:
         cfg["dataset_options"] = copy.deepcopy(data)

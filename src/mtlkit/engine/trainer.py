@@ -151,6 +151,7 @@ class Trainer(metaclass=_TrainerType):
         max_consecutive_skipped: int = 20,
         precision: str = "fp32",
         global_jacobian: bool = False,
+        grad_clip: float | None = None,
         compile: str | None = None,
         max_memory: str | int | None = None,
         distill: str | None = None,
@@ -215,6 +216,9 @@ class Trainer(metaclass=_TrainerType):
         self.run_state = new_run_state()  # counters over the whole run (resumed with it)
         self.max_consecutive_skipped = max_consecutive_skipped
         self.global_jacobian = bool(global_jacobian)
+        if grad_clip is not None and not float(grad_clip) > 0:
+            raise MtlkitError(f"grad_clip must be > 0 (the max global gradient norm) or None, got {grad_clip!r}")
+        self.grad_clip = None if grad_clip is None else float(grad_clip)
         self.loader_generator = torch.Generator().manual_seed(seed)  # the training loader's own RNG
         self.epoch_iters = len(self.train_set) // (batch_size * self.world) if self.train_set is not None else None
         if self.epoch_iters == 0:  # before anything is written (also checked by the sampler)
@@ -262,7 +266,7 @@ class Trainer(metaclass=_TrainerType):
             weight_decay=config.weight_decay, poly_power=config.poly_power, seed=config.seed, device=config.device,
             num_workers=config.num_workers, grad_stats_every=config.grad_stats_every, baseline=baseline,
             progress=config.progress, config=config, model_spec=spec, precision=config.precision,
-            global_jacobian=config.global_jacobian,
+            global_jacobian=config.global_jacobian, grad_clip=config.grad_clip,
             compile=config.compile, max_memory=config.max_memory,
             **({} if config.single_task else dict(distill=config.distill, distill_options=config.distill_options,
                                                   feature_distance=config.feature_distance)),
@@ -443,6 +447,7 @@ class Trainer(metaclass=_TrainerType):
             reduce_losses=D.average_values,
             global_mean=D.global_mean_scales if D.is_distributed() else None,
             reduce_jacobian=D.average_tensor if D.is_distributed() and self.global_jacobian else None,
+            grad_clip=self.grad_clip,
             needs_features=bool(getattr(self.balancer, "needs_features", False)),
             grad_stats=self.grad_stats,
             input_key=self.input_key,

@@ -64,6 +64,8 @@ class StepContext:
     #: several processes with ``run.global_jacobian``: the all-reduce mean gradient aggregators apply to their
     #: Jacobian before aggregating (``mtlkit.engine._distributed.average_tensor``); None = per-process
     reduce_jacobian: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: max global L2 norm of the model's gradients at each optimizer step (unscaled under fp16); None = off
+    grad_clip: float | None = None
 
 
 def compute_losses(ctx: StepContext, batch: dict[str, Any], tasks: list[str] | None = None):
@@ -158,9 +160,16 @@ def scale_kwargs(ctx: StepContext) -> dict[str, Any]:
 def optimizer_step(ctx: StepContext) -> bool:
     """The optimizer step (through the GradScaler under fp16); False when it was skipped: the scaler's own
     overflow check under fp16, otherwise the non-finite guard on the gradients (:mod:`._guard`)."""
+    clip = None
+    if ctx.grad_clip is not None:
+        def clip() -> None:  # after the cross-process average; a non-finite norm leaves the guard to skip
+            params = [p for p in ctx.model.parameters() if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, float(ctx.grad_clip))
     if ctx.precision is None or getattr(ctx.precision, "scaler", None) is None:
+        if clip is not None:
+            clip()
         return guarded_step(ctx.optimizer)
-    return ctx.precision.step(ctx.optimizer)
+    return ctx.precision.step(ctx.optimizer, clip=clip)
 
 
 class Strategy(ABC):
