@@ -47,6 +47,7 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--device": ("device", str, "auto, cpu, cuda, cuda:1, ..."),
     "--num-workers": ("num_workers", int, "data loader workers"),
     "--baseline": ("baseline", str, "explicit single-task baselines.json for Δm"),
+    "--select": ("select", str, "the run's model: last, or best (highest validation Δm; needs baselines)"),
     "--grad-clip": ("grad_clip", float, "clip the global gradient norm of the model to this value (InvPT: 10)"),
     "--precision": ("precision", str, "fp32, bf16 or fp16 (autocast; fp16 with a GradScaler)"),
     "--max-memory": ("max_memory", str, "refuse before training when one step's peak memory exceeds this, e.g. 8GB"),

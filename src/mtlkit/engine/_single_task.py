@@ -87,7 +87,7 @@ def train_single_task_baselines(config: Any, tasks: list[str], force: bool = Fal
         run_dir = baseline_dir(config) / t
         cfg = config.replace(tasks=[t], single_task=True, method="equal", method_options={}, weights=None,
                              strategy="joint", strategy_options={}, dtme=None, recon=None, out=str(run_dir),
-                             distill=None, distill_options={}, feature_distance=False)
+                             distill=None, distill_options={}, feature_distance=False, select="last")
         m = Trainer.from_config(cfg).fit()
         record(key, t, _primary(m, t, "val"), _primary(m, t, "test"), run_dir, config.baseline_cache, info)
     return baseline_dir(config) / "baselines.json"

@@ -52,6 +52,8 @@ def check_types(cfg: Any) -> None:
     for key in ("global_jacobian",):
         if not isinstance(cfg.get(key), bool):
             _fail(key, cfg.get(key), "must be true or false")
+    if cfg.get("select") not in ("last", "best"):
+        _fail("select", cfg.get("select"), "must be last (the final model) or best (best validation Δm)")
     gc = cfg.get("grad_clip")
     if gc is not None and (isinstance(gc, bool) or not isinstance(gc, int | float) or not 0 < gc < math.inf):
         _fail("grad_clip", gc, "must be a finite number > 0 (the max global gradient norm), or null for none")

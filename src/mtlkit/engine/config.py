@@ -104,6 +104,8 @@ class RunConfig:
     #: several processes: gradient aggregators (PCGrad, MGDA, ...) aggregate the global Jacobian (all-reduced,
     #: T x P per step) instead of averaging each process's aggregate; same result as one process, more traffic
     global_jacobian: bool = False
+    #: the run's model: "last", or "best" (highest val Δm over the periodic evaluations; engine/_select.py)
+    select: str = "last"
     compile: str | None = None  # torch.compile backend of the model forward (e.g. inductor); None = off
     max_memory: str | None = None  # refuse a run whose one-step peak exceeds this (e.g. "8GB")
     #: the feature-distance probe (imbalance study Fig. 6): True or its options ({every, lr, weight_decay})

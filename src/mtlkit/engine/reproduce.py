@@ -16,8 +16,9 @@ budget find them for Δm); a Δm baseline printed in another recipe (``baseline_
 - Rows the engine cannot run are listed as skipped with the reason: ``unsupported`` rows of the recipe, rows whose
   architecture is not ``shared`` while the config has no ``model.arch`` field, URL rows while it has no
   ``method.distill`` field (both checks read the config schema, so the rows run once those fields exist).
-- Where the engine does not honour a protocol value (best-on-validation model selection, gradient clipping,
-  non-square inputs, epoch-based schedules converted to iterations), the table's notes say so; our choice.
+- Best-on-validation model selection (``select: best``: ``run.select``) and gradient clipping (``optim.grad_clip``)
+  are applied; where the engine does not honour a protocol value (non-square inputs, epoch-based schedules
+  converted to iterations), the table's notes say so; our choice.
 
 Δm (Maninis et al.) of a measured row is computed as ``check_recipes`` does for the printed one: mean over the
 ``over`` columns of (-1)^l (M - M_b) / M_b x 100 with the measured baseline row of the same seed, then averaged
@@ -225,7 +226,13 @@ def _base_config(recipe: dict[str, Any], row: dict[str, Any], proto: dict[str, A
     ev = proto.get("eval") or {}
     cfg["eval_every"] = int(ev.get("every", 0) or 0) if ev.get("unit", "iteration") == "iteration" else 0
     if ev.get("select") == "best":
-        notes.append("model selection 'best on validation': the engine reports the last model")
+        if small and arch != "shared" and cfg["model"].get("name") != proto.get("model"):
+            notes.append("model selection 'best on validation': the last model on the CNN stand-in rows "
+                         "(no single-task baselines of the stand-in to measure Δm against)")
+        else:
+            cfg["select"] = "best"  # on the val split (NYUD-v2 / PASCAL-Context: the official val = test list)
+            if arch != "shared":  # the recipes' Δm of architecture rows is against the plain single-task rows
+                cfg["baseline_kind"] = "plain"
     if proto.get("grad_clip") is not None:
         cfg["grad_clip"] = float(proto["grad_clip"])
     data = row.get("data") or {}
@@ -337,6 +344,12 @@ def plan(recipe: dict[str, Any], out: str | Path, *, small: bool = False, data_r
                     if iters is not None:
                         _scale_schedule(cfg, proto, ds, int(iters), notes)
                     jobs.append(Job(out=d, config=cfg, variant=name, **common))
+    if not any(j.kind == "single_task" for j in jobs):  # no baselines to select on: the last model
+        for j in jobs:
+            if j.config.pop("select", None) is not None:
+                j.config.pop("baseline_kind", None)
+                j.notes.append("model selection 'best on validation': the last model (the recipe trains no "
+                               "single-task baselines to measure Δm against)")
     return jobs
 
 

@@ -152,6 +152,7 @@ class Trainer(metaclass=_TrainerType):
         precision: str = "fp32",
         global_jacobian: bool = False,
         grad_clip: float | None = None,
+        select: str = "last",
         compile: str | None = None,
         max_memory: str | int | None = None,
         distill: str | None = None,
@@ -208,6 +209,10 @@ class Trainer(metaclass=_TrainerType):
         self.optimizer = self._optimizer(optimizer)
         self.scheduler = self._scheduler(schedule)
         self.baseline = self._baseline(baseline, baseline_cache)
+        from mtlkit.engine._select import check_select  # "best on validation" (engine/_select.py)
+
+        self.select = check_select(select, self.baseline, self.val_set is not None)
+        self._best_state: dict[str, torch.Tensor] | None = None
         from mtlkit.engine._distill import build_runtime  # URL / feature-distance probe (docs/url.md)
 
         self.distill = build_runtime(self, distill, distill_options, feature_distance, teachers)
@@ -267,6 +272,7 @@ class Trainer(metaclass=_TrainerType):
             num_workers=config.num_workers, grad_stats_every=config.grad_stats_every, baseline=baseline,
             progress=config.progress, config=config, model_spec=spec, precision=config.precision,
             global_jacobian=config.global_jacobian, grad_clip=config.grad_clip,
+            select="last" if config.single_task else config.select,
             compile=config.compile, max_memory=config.max_memory,
             **({} if config.single_task else dict(distill=config.distill, distill_options=config.distill_options,
                                                   feature_distance=config.feature_distance)),
@@ -527,6 +533,10 @@ class Trainer(metaclass=_TrainerType):
                     val = self.evaluate("val")
                     rs["val_history"].append({"iter": self.iteration, **val})
                     self.logger.log_eval("val", self.iteration, val)
+                    if self.select == "best":
+                        from mtlkit.engine._select import consider
+
+                        consider(self, val)
                 if main:
                     save_model(self.model, self.model_spec, self.out)
                     save_resume(self.state_dict(), self.out)
@@ -537,6 +547,10 @@ class Trainer(metaclass=_TrainerType):
 
     def _finish(self, sec_per_iter: float, skipped: int, val_history: list) -> dict[str, Any]:
         val = self.evaluate("val") if self.val_set is not None else None
+        if self.select == "best" and val is not None:
+            from mtlkit.engine._select import select_final
+
+            val = select_final(self, val)  # may load an earlier model's weights
         test = self.evaluate("test") if self.test_set is not None else None
         final = test or val or {"tasks": {}, "primary": {}}
         for split, result in (("val", val), ("test", test)):
@@ -557,6 +571,8 @@ class Trainer(metaclass=_TrainerType):
             "val": val,
             "val_history": val_history,
         }
+        if self.select == "best":
+            metrics["selected"] = {"rule": "best val Δm", **self.run_state["best"]}
         report = getattr(self.balancer, "report", None)
         if callable(report):
             metrics["method_report"] = report()
