@@ -115,14 +115,18 @@ def test_methods_on_one_shared_feature_are_refused_where_the_cut_splits() -> Non
                     check_model(model, list(tasks), balancer=bal)
 
 
-def test_dtme_refused_on_taskprompter_and_cnn_encoders() -> None:
-    from mtlkit.dtme import DTMECallback
+def test_dtme_refused_on_cnn_encoders_and_recon_on_taskprompter() -> None:
+    from mtlkit.dtme import DTMECallback, ReconCallback
 
-    for arch, match in (("taskprompter", "not supported on --arch taskprompter"), ("mtan", "CNN encoder")):
-        model, tasks = build(arch, {"semseg": NYUD["semseg"], "depth": 1})
+    two = {"semseg": NYUD["semseg"], "depth": 1}
+    for arch, cb, match in (("taskprompter", ReconCallback({}, iters=4), "recon is not supported on --arch "
+                             "taskprompter"), ("mtan", DTMECallback({}, iters=4), "CNN encoder")):
+        model, tasks = build(arch, two)
         with pytest.raises(MtlkitError, match=match):
-            check_model(model, list(tasks), balancer=balancing.get("equal", tasks=list(tasks)),
-                        transforms=[DTMECallback({}, iters=4)])
+            check_model(model, list(tasks), balancer=balancing.get("equal", tasks=list(tasks)), transforms=[cb])
+    model, tasks = build("taskprompter", two)  # DTME runs on TaskPrompter's prompted blocks
+    check_model(model, list(tasks), balancer=balancing.get("equal", tasks=list(tasks)),
+                transforms=[DTMECallback({}, iters=4)])
 
 
 def arch_config(tmp_path, arch: str, **kw) -> Config:
@@ -152,6 +156,34 @@ def test_dtme_on_invpt_through_the_trainer_and_reload(tmp_path) -> None:
         a, b = model(x), reloaded(x)
     for t in a:
         assert torch.equal(a[t], b[t])
+
+
+def test_dtme_on_taskprompter_through_the_trainer_and_reload(tmp_path) -> None:
+    """--arch taskprompter --dtme: calibrates on the prompted blocks, expands, trains (the loss drops), its
+    per-task modules are task-specific (stream t reaches only task t's loss) and the run reloads exactly."""
+    cfg = arch_config(tmp_path, "taskprompter", lr=2e-3,
+                      dtme={"iteration": 1, "calib_batches": 2, "measure_inference": False, "rho": 0.5})
+    trainer = Trainer(cfg)
+    batch = next(iter(trainer._loader()))  # the first training batch: its loss drops over the steps
+    before = total_loss(trainer.model, trainer.tasks, batch)
+    metrics = trainer.fit()
+    assert metrics["dtme"]["expanded_layers"]
+    model = trainer.model
+    assert isinstance(model, TaskPrompter) and model.backbone.fork_layer is not None
+    for t in model.tasks:
+        own = {id(p) for p in model.backbone.task_specific_parameters(t)}
+        assert own and own <= {id(p) for p in model.task_parameters(t)}
+    reloaded, spec = load_model(cfg.out)
+    assert spec["build"]["arch"] == "taskprompter" and isinstance(reloaded, TaskPrompter)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    model.eval()
+    reloaded.eval()
+    with torch.no_grad():
+        a, b = model(x), reloaded(x)
+    for t in a:
+        assert torch.equal(a[t], b[t])
+    model.train()  # last: a train-mode forward moves the BatchNorm statistics
+    assert total_loss(model, trainer.tasks, batch) < before
 
 
 def test_single_task_twins_and_the_two_reference_kinds(tmp_path) -> None:

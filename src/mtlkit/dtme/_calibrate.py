@@ -46,6 +46,7 @@ from mtlkit.dtme._conflicts import ConflictAccumulator
 from mtlkit.dtme._result import LayerTokenSpace, TokenSpaceAnalysis
 from mtlkit.dtme._tokenspace import TokenCovariance, eigh_descending, project, split_index, variance_captured
 from mtlkit.errors import MtlkitError
+from mtlkit.models.protocol import has_features
 
 Batch = Mapping[str, Any]
 
@@ -86,7 +87,11 @@ def draw_batches(batches: Iterable[Batch], num_batches: int | None) -> Iterator[
 
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList | nn.Sequential:
-    """The blocks of ``model.backbone`` (or of ``model`` itself); errors name what is missing."""
+    """The blocks of ``model.backbone`` (or of ``model`` itself); errors name what is missing. A model that
+    runs the blocks itself (TaskPrompter) exposes taps on their outputs instead: ``model.token_taps``."""
+    taps = getattr(model, "token_taps", None)
+    if isinstance(taps, nn.ModuleList) and len(taps):
+        return taps
     backbone = getattr(model, "backbone", model)
     blocks = getattr(backbone, "blocks", None)
     if not isinstance(blocks, (nn.ModuleList, nn.Sequential)) or len(blocks) == 0:
@@ -111,6 +116,7 @@ class _Layers:
     cut X_l out of a block output: its first N tokens (TE tokens come after them), per stream."""
 
     def __init__(self, model: nn.Module, leaf_input: bool = False) -> None:
+        self.model = model
         self.blocks = transformer_blocks(model)
         self.streams = stream_names(model)
         self.outputs: list[torch.Tensor | None] = [None] * len(self.blocks)
@@ -132,7 +138,8 @@ class _Layers:
 
             return fn
 
-        self.handles = [self.blocks[0].register_forward_pre_hook(start)]
+        entry = getattr(self.model, "token_entry", None) if hasattr(self.model, "token_taps") else None
+        self.handles = [(entry if entry is not None else self.blocks[0]).register_forward_pre_hook(start)]
         self.handles += [blk.register_forward_hook(hook(i)) for i, blk in enumerate(self.blocks)]
         return self
 
@@ -214,7 +221,7 @@ def token_covariances(
         for batch in draw_batches(batches, num_batches):
             images = to_device(batch, device)["image"]
             # the blocks are all that is needed: skip the heads when the model separates them
-            (model.forward_features if hasattr(model, "forward_features") else model)(images)
+            (model.forward_features if has_features(model) else model)(images)
             sums = [TokenCovariance.batch_sum(layers.tokens(o, images.shape[0])) for o in layers.outputs
                     if o is not None]
             if not all(bool(torch.isfinite(s).all()) for s, _ in sums):

@@ -65,7 +65,7 @@ def check_model(
         name = getattr(t, "name", type(t).__name__)
         backbone = getattr(model, "backbone", None)
         missing = [a for a in _VIT if backbone is None or not hasattr(backbone, a)]
-        if missing or not has_features(model):
+        if missing or not (has_features(model) or hasattr(model, "token_taps")):  # taps: TaskPrompter
             what = "model.backbone" if backbone is None else f"{type(backbone).__name__}." + ", ".join(missing)
             raise MtlkitError(
                 f"{name} expands a ViT's token stream and needs a ViT backbone (model.backbone with "

@@ -150,17 +150,6 @@ def test_size_checks() -> None:
     assert built.token_trans[0].out_features == 16
 
 
-def test_dtme_expanded_encoder_is_refused_for_now() -> None:
-    from mtlkit.dtme import apply_dtme
-
-    from ._support import mtlkit_vit
-
-    model = TaskPrompter(mtlkit_vit(), CHANNELS, embed_dim=16, final_embed_dim=16, chan_nheads=4)
-    apply_dtme(model, {"tasks": list(CHANNELS), "tm_layers": [1], "te_layers": [], "tokens": 2})
-    with pytest.raises(MtlkitError, match="DTME"):
-        model(torch.randn(2, 3, 64, 64))
-
-
 def test_official_unused_last_prompt_update() -> None:
     torch.manual_seed(0)
     batch = make_batch(CHANNELS, size=64)

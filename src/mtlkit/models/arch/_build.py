@@ -11,8 +11,9 @@ Refusals (:func:`check_arch_support`, called by the engine's model check before 
 
 - methods on a single shared feature (``on="features"``: ``mgda_ub``, ``graddrop``) need a balancing cut
   every task reads: only MTI-Net has one; MTAN's and InvPT's cuts are per task, TaskPrompter has none;
-- DTME / Recon expand a ViT encoder whose blocks the backbone runs: InvPT yes; TaskPrompter runs the ViT
-  blocks itself with its prompt tokens (not supported yet), MTAN / MTI-Net have CNN encoders.
+- DTME / Recon expand a ViT encoder: InvPT takes both; TaskPrompter takes DTME (it runs the ViT blocks
+  itself with its prompts and applies the modulators / task tokens there) but not Recon's per-task block
+  copies; MTAN / MTI-Net have CNN encoders.
 """
 
 from __future__ import annotations
@@ -121,10 +122,10 @@ def check_arch_support(model: nn.Module, method: str, on_features: bool, transfo
             "(only mtinet has one): use --method-opt on=params or another method"
         )
     for name in transforms:
-        if arch == "taskprompter":
+        if arch == "taskprompter" and name == "recon":
             raise MtlkitError(
-                f"{name} is not supported on --arch taskprompter yet: it runs the ViT blocks itself with its task "
-                "prompts, so the expansion tokens / task streams are never applied; use --arch invpt"
+                "recon is not supported on --arch taskprompter: it runs the ViT blocks itself with its task "
+                "prompts and cannot run per-task block copies; use --arch invpt (--dtme works on both)"
             )
         if arch in CNN_ARCHS:
             raise MtlkitError(f"{name} expands a ViT encoder; --arch {arch} has a CNN encoder: use --arch invpt")

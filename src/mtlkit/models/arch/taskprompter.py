@@ -73,6 +73,11 @@ class ConvHead(nn.Module):
         return self.linear_pred(self.mt_proj(x))
 
 
+def _fork(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, ...) -> n task streams stacked task-major (n*B, ...), as DTME's forked backbone."""
+    return x.unsqueeze(0).expand(n, *x.shape).reshape(n * x.shape[0], *x.shape[1:])
+
+
 def _default_layers(depth: int) -> list[int]:
     """0-based blocks whose outputs are read: L/4, L/2, 3L/4 (official ``select_list``) and the last."""
     return [depth // 4 - 1, depth // 2 - 1, 3 * depth // 4 - 1, depth - 1]
@@ -176,6 +181,10 @@ class TaskPrompter(ArchModel):
             nn.ModuleList(nn.ModuleDict({t: ctr() for t in self.tasks}) for _ in range(4)) if use_ctr else None
         )
         self.heads = nn.ModuleDict({t: ConvHead(fe, c) for t, c in self.task_channels.items()})
+        # parameterless taps on the block-0 input and each block's output tokens (prompts, patches, task tokens):
+        # DTME's calibration hooks them (``token_entry`` / ``token_taps``), as the backbone's blocks elsewhere
+        self.token_entry = nn.Identity()
+        self.token_taps = nn.ModuleList(nn.Identity() for _ in blocks)
         for m in [*self.token_trans, *self.token_trans1]:  # the official _init_vit_weights for linears
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
@@ -193,11 +202,6 @@ class TaskPrompter(ArchModel):
         self, x: torch.Tensor, tasks: Iterable[str] | None = None, return_features: bool = False
     ) -> Outputs | tuple[Outputs, None]:
         names = self._select(tasks)
-        if getattr(self.backbone, "is_expanded", False):
-            raise MtlkitError(
-                "TaskPrompter runs the ViT blocks itself and does not apply DTME's token modulation / expansion "
-                "yet; train TaskPrompter without --dtme (InvPT supports it)"
-            )
         size = tuple(x.shape[-2:])
         self._input_size = size  # type: ignore[assignment]
         self.aux, self.cut = {}, None
@@ -207,25 +211,65 @@ class TaskPrompter(ArchModel):
                 f"TaskPrompter was built for {expected[0]}x{expected[1]} inputs (its channel prompts have one "
                 f"value per patch); got {size[0]}x{size[1]}: resize the input or build it with img_size={size}"
             )
-        tokens = self.backbone.embed(x)[:, self.num_prefix_tokens :]
-        prompts = self.task_prompts[None].expand(x.shape[0], -1, -1)
-        blocks = self.backbone.blocks
+        bb = self.backbone
+        expanded = bool(getattr(bb, "is_expanded", False))
+        base = bb.base if expanded else bb
+        modulators = bb.modulators if expanded else {}
+        expanders = bb.expanders if expanded else {}
+        if expanded and any(not hasattr(b, "attn") for b in base.blocks):
+            raise MtlkitError(
+                "TaskPrompter runs the ViT blocks with its prompts and cannot run Recon's task-specific block "
+                "copies; use --dtme or --arch invpt for Recon"
+            )
+        b, nt, n_pix = x.shape[0], len(self.tasks), self.grid[0] * self.grid[1]
+        tokens = base.embed(x)[:, self.num_prefix_tokens :]
+        prompts = self.task_prompts[None].expand(b, -1, -1)
+        z = self.token_entry(torch.cat([prompts, tokens], 1))  # calibration's entry point (X_{-1})
+        prompts, tokens = z[:, :nt], z[:, nt:]
+        blocks = base.blocks
         summed: dict[str, torch.Tensor] = {}
         last = len(blocks) - 1
-        attn = None
+        streams: list[str] = []  # the task streams once forked (stacked task-major, T*B sequences)
+        norm = maybe_identity(getattr(base, "norm", None))
         for i, blk in enumerate(blocks):
+            key = str(i)
             tokens, prompts, attn = self._block(i, blk, tokens, prompts)
+            # X_i (+ the task tokens of layer i - 1); the prompts leaving the last block are never read (detached:
+            # the last token_trans1 stays unreached, as in the official model)
+            z = self.token_taps[i](torch.cat([prompts.detach() if i == last else prompts, tokens], 1))
+            prompts, tokens = z[:, :nt], z[:, nt : nt + n_pix]  # the task tokens of layer i - 1 are dropped
+            if key in modulators:  # TM of layer i on X_i = (prompts, patches), per stream
+                if not streams:
+                    streams, prompts, tokens = list(names), _fork(prompts, len(names)), _fork(tokens, len(names))
+                z = modulators[key](torch.cat([prompts, tokens], 1), streams)
+                prompts, tokens = z[:, :nt], z[:, nt:]
             if i in self.layers[:3]:
-                self._accumulate(summed, self._task_features(tokens, attn, self.layers.index(i)))
+                self._accumulate(summed, self._stream_features(tokens, attn, self.layers.index(i), streams, b))
             if i == last:
-                norm = maybe_identity(getattr(self.backbone, "norm", None))
-                self._accumulate(summed, self._task_features(norm(tokens), attn, 3))
+                self._accumulate(summed, self._stream_features(norm(tokens), attn, 3, streams, b))
+            if key in expanders:  # TE of layer i: task tokens after the patches, read by block i + 1
+                if not streams:
+                    streams, prompts, tokens = list(names), _fork(prompts, len(names)), _fork(tokens, len(names))
+                tokens = expanders[key](tokens, streams)
         out = {}
         for t in names:
             f = F.interpolate(summed[t], scale_factor=4, mode="bilinear", align_corners=False)
             out[t] = resize_to(self.heads[t](f), size)
         self.aux, self.cut = {}, None
         return (out, None) if return_features else out
+
+    def _stream_features(
+        self, x: torch.Tensor, attn: tuple[torch.Tensor, torch.Tensor], il: int, streams: list[str], b: int
+    ) -> dict[str, torch.Tensor]:
+        """Task maps of layer ``il``: from the one stream, or task t's from stream t (its patch tokens, and
+        the scores of the prompts it carries; the attention of a block before the fork is shared)."""
+        if not streams:
+            return self._task_features(x, attn, il)
+        out = {}
+        for s, t in enumerate(streams):
+            part = [a if a.shape[0] == b else a[s * b : (s + 1) * b] for a in attn]
+            out[t] = self._task_features(x[s * b : (s + 1) * b], (part[0], part[1]), il, only=t)[t]
+        return out
 
     @staticmethod
     def _accumulate(summed: dict[str, torch.Tensor], feats: dict[str, torch.Tensor]) -> None:
@@ -256,9 +300,10 @@ class TaskPrompter(ArchModel):
         chan_prompts = self.token_trans[i](pn)  # (B, T, N)
         s = self.chan_side
         gh, gw = self.grid
-        wh, ww = gh // s, gw // s
+        wh, ww, n_pix = gh // s, gw // s, gh * gw
         qc = chan_prompts.reshape(b, nt, s, wh, s, ww).permute(0, 2, 4, 1, 3, 5).reshape(b, s * s, nt, wh * ww)
-        kc = xn.transpose(1, 2).reshape(b, c, s, wh, s, ww).permute(0, 2, 4, 1, 3, 5).reshape(b, s * s, c, wh * ww)
+        kc = xn[:, :n_pix].transpose(1, 2).reshape(b, c, s, wh, s, ww)
+        kc = kc.permute(0, 2, 4, 1, 3, 5).reshape(b, s * s, c, wh * ww)
         raw_chan = (qc @ kc.transpose(-2, -1)).reshape(b, s, s, nt, c).permute(0, 3, 4, 1, 2)  # (B, T, C, s, s)
         if i < len(self.token_trans1):
             p_attn = p_attn + self.token_trans1[i](chan_prompts)
@@ -269,12 +314,14 @@ class TaskPrompter(ArchModel):
         x = x + dp2(ls2(blk.mlp(blk.norm2(x))))
         prompts = prompts + dp1(ls1(p_attn))
         prompts = prompts + dp2(ls2(blk.mlp(blk.norm2(prompts))))
-        return x, prompts, (raw_spa, raw_chan)
+        # task tokens (DTME's TE, after the patches) take part in the attention, not in the task maps' scores
+        return x, prompts, (raw_spa[:, :, : nt + n_pix, : nt + n_pix], raw_chan)
 
     def _task_features(
-        self, x: torch.Tensor, attn: tuple[torch.Tensor, torch.Tensor], il: int
+        self, x: torch.Tensor, attn: tuple[torch.Tensor, torch.Tensor], il: int, only: str | None = None
     ) -> dict[str, torch.Tensor]:
-        """Official ``cal_task_feature``: task maps from the prompts' raw spatial and channel attention."""
+        """Official ``cal_task_feature``: task maps from the prompts' raw spatial and channel attention
+        (``only``: just that task's map, which with CTR mixes every task's decoded map of the same tokens)."""
         raw_spa, raw_chan = attn
         b, n, c = x.shape
         gh, gw = self.grid
@@ -284,6 +331,8 @@ class TaskPrompter(ArchModel):
         s = self.chan_side
         feats = {}
         for j, t in enumerate(self.tasks):
+            if only is not None and self.ctr_attn_conv is None and t != only:
+                continue
             w_spa = raw_spa[:, :, j, nt:].reshape(b, self.num_heads, gh, gw)
             spa = fmap * w_spa.repeat_interleave(hc, dim=1) + fmap
             spa = self.fea_decode_spa[il][t](spa)
@@ -293,6 +342,8 @@ class TaskPrompter(ArchModel):
         if self.ctr_attn_conv is not None:
             mixed = {}
             for j, t in enumerate(self.tasks):
+                if only is not None and t != only:
+                    continue
                 w = self.ctr_attn_conv[il][t](raw_spa[:, :, j : j + 1, :nt])  # (B, 1, 1, T)
                 mixed[t] = sum(w[:, :, :, k : k + 1] * feats[a] for k, a in enumerate(self.tasks))
             feats = mixed  # type: ignore[assignment]
