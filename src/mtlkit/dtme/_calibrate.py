@@ -7,7 +7,10 @@ that TM and TE of layer l act on (:class:`~mtlkit.dtme.ExpandedBackbone`).
 
 Works on any multi-task model whose backbone exposes its transformer blocks as ``backbone.blocks`` (each
 returning a token tensor (B, N, D)) and whose forward returns ``{task: prediction}``: the block outputs are
-read with forward hooks, so the model's own forward is used unchanged. On an expanded model (DTME / Recon,
+read with forward hooks, so the model's own forward is used unchanged. A model that runs the blocks
+itself (TaskPrompter, whose blocks also carry its prompts) exposes parameterless taps instead:
+``model.token_entry`` (called on the block-0 input tokens) and ``model.token_taps[l]`` (called on X_l).
+On an expanded model (DTME / Recon,
 ``backbone.is_expanded``) the blocks after the fork hold one stream per task: the covariance pools the
 tokens of all streams, and task t's gradient is taken w.r.t. its own stream's tokens, so a pair of tasks
 is compared at the same token of the same image (what the paper's Tab. 14 measures before and after

@@ -34,6 +34,27 @@ representation, e.g. MGDA-UB, cannot run; methods on parameters can). For the sa
 shared parameters (every task's loss reaches every prompt). Task t owns its head, its CTR convs, and, without
 CTR, its per-layer feature decoders (with CTR every task reads every task's decoded maps).
 
+DTME (``--dtme``; the paper's Tab. 5) on the prompted blocks, when the backbone is DTME's expanded wrapper
+(:class:`~mtlkit.dtme.ExpandedBackbone`, whose modules this forward applies itself). Our choices, as the
+official DTME code for TaskPrompter is not public:
+
+- layer l's token set X_l (what the calibration measures and TM / TE act on) is the output sequence of the
+  official ``Block``: the T prompts and the N patch tokens (TE tokens of layer l - 1 cut). The calibration
+  hooks parameterless taps on it (``token_entry`` before block 0, ``token_taps[l]`` after block l);
+- TM of layer l: per stream, the affine map of (prompts, patches); TE of layer l: m task tokens after the
+  patches, keys / values of block l + 1's spatial attention (and through its residual and MLP), dropped
+  after it; they are kept out of the channel attention (which reshapes the patches onto the grid) and out
+  of the raw spatial scores the task maps are weighted by;
+- fork at the first expanded layer: patches AND prompts are copied into T streams (task-major, one batched
+  call per block) and every stream keeps ALL T prompts, so each stream runs the unexpanded function until a
+  module changes it (identity TM = the unexpanded model) and task t's map stays defined (prompt t of stream
+  t); task t's maps are read from stream t only: its prompt's scores, and with CTR every task's decoded map
+  of stream t's tokens mixed by stream t's prompt-to-prompt scores. So task t's loss reaches only stream t
+  and DTME's modules of task t are task t's parameters (``separate_task_streams``). The decoders run once
+  per stream, so BatchNorm statistics stay per stream (with CTR a decoder runs on every stream: its running
+  statistics take T updates per step);
+- Recon's per-task block copies are refused (the blocks are run here with the prompts).
+
 Where we chose: timm layer-scale / drop-path / q-k norms of the backbone's blocks are applied to both the
 patches and the prompts (ViT-B/L have none); the unused channel-attention output is not computed.
 """
