@@ -10,8 +10,8 @@ returning a token tensor (B, N, D)) and whose forward returns ``{task: predictio
 read with forward hooks, so the model's own forward is used unchanged. A model that runs the blocks
 itself (TaskPrompter, whose blocks also carry its prompts) exposes parameterless taps instead:
 ``model.token_entry`` (called on the block-0 input tokens) and ``model.token_taps[l]`` (called on X_l).
-On an expanded model (DTME / Recon,
-``backbone.is_expanded``) the blocks after the fork hold one stream per task: the covariance pools the
+On an expanded model (DTME / Recon, ``backbone.is_expanded``) the blocks after the fork hold one stream
+per task: the covariance pools the
 tokens of all streams, and task t's gradient is taken w.r.t. its own stream's tokens, so a pair of tasks
 is compared at the same token of the same image (what the paper's Tab. 14 measures before and after
 training). Before the fork all tasks share the one stream, as in an unexpanded model.
