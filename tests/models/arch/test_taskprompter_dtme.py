@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mtlkit.dtme import analyze_token_space, apply_dtme, apply_recon
+from mtlkit.dtme._calibrate import token_gradients
 from mtlkit.errors import MtlkitError
 from mtlkit.models.arch import TaskPrompter
 
@@ -130,6 +131,13 @@ def test_calibration_measures_prompts_and_patches() -> None:
     assert exp.streams == list(CHANNELS) and len(exp.layers) == 4
     assert exp.covariance_tokens == 2 * 2 * (3 + 16)  # layer 0 is before the fork: one stream
     assert exp.layers[2].dim == 128
+    # the gradients are taken at the prompted blocks' outputs: the prompts leaving the last block are read by
+    # nothing (zero gradient), those of block 1 feed block 2 (non-zero), per own stream after the fork
+    grads, _ = token_gradients(model, tasks, batches[0])
+    assert [tuple(g.shape) for g in grads] == [(3, 2 * 19, 128)] * 4
+    last, first = grads[3].reshape(3, 2, 19, 128), grads[1].reshape(3, 2, 19, 128)
+    assert float(last[:, :, :3].abs().max()) == 0 and float(last[:, :, 3:].abs().max()) > 0
+    assert all(float(first[t, :, :3].abs().max()) > 0 for t in range(3))
 
 
 def test_recon_is_refused() -> None:
