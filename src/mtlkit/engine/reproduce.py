@@ -43,8 +43,12 @@ from mtlkit.errors import MtlkitError
 
 #: printed metric name (lower case) -> mtlkit metric key (metrics.json ``tasks[task]``)
 METRIC_ALIASES = {"miou": "mIoU", "merr": "mean", "maxf": "maxF", "odsf": "odsF", "rmse": "rmse", "l1": "l1"}
-#: recipe decoder -> mtlkit head (``multiscale_head`` has no mtlkit head yet: conv, noted in the table)
-DECODERS = {"conv": "conv", "deeplab_aspp": "aspp", "multiscale_head": "conv", "linear": "linear", "hrnet": "hrnet"}
+#: recipe decoder -> mtlkit head. ``multiscale_head`` is the selective code's ``TransformerMTL_multi`` + ``MLPHead``
+#: (github wooseong97/sel-update-mtl, models/transformer_net.py, models/transformers/transformer_decoder.py): the
+#: tokens of blocks 3, 6, 9 and the normed last block concatenated, one 1x1 conv per task, bilinear upsampling =
+#: mtlkit's ``linear`` head on a ViT backbone's default features (``vit_out_indices``)
+DECODERS = {"conv": "conv", "deeplab_aspp": "aspp", "multiscale_head": "linear", "linear": "linear",
+            "hrnet": "hrnet"}
 #: ``small`` keys that replace protocol keys (the others are merged into rows or read separately)
 #: ``--small`` stand-in backbone for the CNN architectures (MTAN, MTI-Net) when ``small.model`` is a ViT preset:
 #: our choice, overridable per recipe with ``small.cnn_model``; trained from random init (the shipped checkpoint
@@ -203,8 +207,6 @@ def _base_config(recipe: dict[str, Any], row: dict[str, Any], proto: dict[str, A
     decoder = proto.get("decoder")
     if decoder:
         model["head"] = DECODERS.get(decoder, "conv")
-        if decoder == "multiscale_head":
-            notes.append("decoder multiscale_head: no mtlkit head yet, conv used")
     if arch != "shared":
         model["arch"] = arch
     cfg["model"] = {k: v for k, v in model.items() if v is not None}
