@@ -22,12 +22,23 @@ def _tasks(value: str | None) -> list[str] | None:
     return None if value is None else [t for t in value.replace(",", " ").split() if t]
 
 
+def _image_size(value: str) -> int | list[int]:
+    """``64`` (square) or ``448x576`` (H x W)."""
+    try:
+        parts = [int(p) for p in value.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size must be N or HxW (e.g. 448x576), got {value!r}") from None
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"image size must be N or HxW (e.g. 448x576), got {value!r}")
+    return parts[0] if len(parts) == 1 else parts
+
+
 # ----------------------------------------------------------------------------- train
 TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--dataset": ("dataset", str, "dataset name (see `mtlkit data list`)"),
     "--data-root": ("data_root", str, "root folder of a real dataset"),
     "--tasks": ("tasks", _tasks, "subset of the dataset's tasks, e.g. semseg,depth"),
-    "--image-size": ("image_size", int, "input size (square)"),
+    "--image-size": ("image_size", _image_size, "input size: a side (square) or HxW, e.g. 448x576"),
     "--model": ("model", str, "preset (micro, tiny, small, base, large) or any timm model name (`mtlkit models`)"),
     "--head": ("head", str, "head kind: linear, conv, aspp or hrnet"),
     "--patch-size": ("patch_size", int, "override a ViT's patch size"),

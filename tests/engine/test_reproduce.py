@@ -63,8 +63,8 @@ def test_paper_scale_config_follows_the_protocol(tmp_path: Path) -> None:
         ("nyud", "/data/nyud", 60000, 6, 2.0e-5, 1.0e-6)
     assert c["model"] == {"name": "vit_base_patch16_384.augreg_in21k_ft_in1k",
                           "pretrained": "/ckpt/vit.safetensors", "head": "conv"}
-    assert c["eval_every"] == 1000 and c["image_size"] == 448
-    assert any("448x576" in n for n in j.notes)
+    assert c["eval_every"] == 1000 and c["image_size"] == [448, 576]  # the paper's H x W, no substitute
+    assert not any("448x576" in n for n in j.notes)
     dt = next(j for j in jobs if j.row == "dtme").config["dtme"]
     assert dt["rho"] == 0.5 and dt["calib_batches"] == "all"
     assert [j.row for j in jobs][0] == "single_task"  # the baseline of dtme/tab1 runs first
@@ -206,3 +206,15 @@ def test_iters_override_keeps_the_expansion_share(tmp_path: Path) -> None:
     assert jobs["dtme"].config["iters"] == 30
     short = {j.row: j for j in rp.plan(recipe, tmp_path, small=True, seeds=[0], iters=2)}
     assert short["dtme"].config["dtme"]["iteration"] == 1
+
+
+def test_selective_multiscale_head_is_the_linear_head_on_four_block_features(tmp_path: Path) -> None:
+    """The selective code's head (blocks 3/6/9 + normed last, concatenated, 1x1 conv) is mtlkit's ``linear`` head
+    on a ViT's default features: no substitute, no note."""
+    from mtlkit.models.backbones import vit_out_indices
+
+    recipe = rp.load_recipe("selective/tab3", ROOT / "configs")
+    jobs = [j for j in rp.plan(recipe, tmp_path, small=True, seeds=[0]) if not j.skip]
+    assert jobs and all(j.config["model"]["head"] == "linear" for j in jobs)
+    assert not any("multiscale" in n for j in jobs for n in j.notes)
+    assert vit_out_indices(12) == (2, 5, 8, 11)  # select_list [3, 6, 9] (1-based) + the last block

@@ -40,8 +40,13 @@ def _str(cfg: Any, key: str, optional: bool = False) -> None:
 
 def check_types(cfg: Any) -> None:
     """Every flat key has a value of its documented type and range."""
-    for key in ("iters", "batch_size", "eval_batch_size", "image_size"):
+    for key in ("iters", "batch_size", "eval_batch_size"):
         _int(cfg, key, 1)
+    size = cfg.get("image_size")
+    if not (isinstance(size, int) and not isinstance(size, bool) and size > 0) and not (
+            isinstance(size, list | tuple) and len(size) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in size)):
+        _fail("image_size", size, "must be a positive integer or [H, W] (448x576 on the command line)")
     for key in ("num_workers", "seed", "eval_every", "grad_stats_every"):
         _int(cfg, key, 0)
     _int(cfg, "patch_size", 1, optional=True)

@@ -31,13 +31,20 @@ import yaml
 from mtlkit.errors import MtlkitError
 
 
+def _is_size(v: Any) -> bool:
+    """A positive int, or a pair of positive ints (H, W)."""
+    def pos(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x > 0
+    return pos(v) or (isinstance(v, list | tuple) and len(v) == 2 and all(pos(x) for x in v))
+
+
 @dataclass
 class DataConfig:
     name: str = "synthetic-nyud"
     root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     tasks: list[str] | None = None
-    image_size: int = 64
+    image_size: int | list[int] = 64  # square side, or [H, W] (NYUD-v2's 448x576)
     batch_size: int = 16
     eval_batch_size: int = 32
     num_workers: int = 0
@@ -304,8 +311,10 @@ class Config:
             need(isinstance(v, int | float) and not isinstance(v, bool), key, "must be a number")
             return float(v)
 
-        for key in ("iters", "batch_size", "eval_batch_size", "image_size"):
+        for key in ("iters", "batch_size", "eval_batch_size"):
             pos_int(key)
+        size = self.image_size
+        need(_is_size(size), "image_size", "must be a positive integer or [H, W] (e.g. 448x576 on the command line)")
         need(0 < number("lr") < math.inf, "lr", "must be a finite number > 0")
         need(0 < number("lr_ts") < math.inf, "lr_ts", "must be a finite number > 0")
         need(0 <= number("weight_decay") < math.inf, "weight_decay", "must be a finite number >= 0")

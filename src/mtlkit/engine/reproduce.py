@@ -16,9 +16,9 @@ budget find them for Δm); a Δm baseline printed in another recipe (``baseline_
 - Rows the engine cannot run are listed as skipped with the reason: ``unsupported`` rows of the recipe, rows whose
   architecture is not ``shared`` while the config has no ``model.arch`` field, URL rows while it has no
   ``method.distill`` field (both checks read the config schema, so the rows run once those fields exist).
-- Best-on-validation model selection (``select: best``: ``run.select``) and gradient clipping (``optim.grad_clip``)
-  are applied; where the engine does not honour a protocol value (non-square inputs, epoch-based schedules
-  converted to iterations), the table's notes say so; our choice.
+- Best-on-validation model selection (``select: best``: ``run.select``), gradient clipping (``optim.grad_clip``)
+  and non-square inputs (``image_size: [H, W]``) are applied; epoch-based schedules are converted to iterations,
+  and the table's notes say so; our choice.
 
 Δm (Maninis et al.) of a measured row is computed as ``check_recipes`` does for the printed one: mean over the
 ``over`` columns of (-1)^l (M - M_b) / M_b x 100 with the measured baseline row of the same seed, then averaged
@@ -43,8 +43,12 @@ from mtlkit.errors import MtlkitError
 
 #: printed metric name (lower case) -> mtlkit metric key (metrics.json ``tasks[task]``)
 METRIC_ALIASES = {"miou": "mIoU", "merr": "mean", "maxf": "maxF", "odsf": "odsF", "rmse": "rmse", "l1": "l1"}
-#: recipe decoder -> mtlkit head (``multiscale_head`` has no mtlkit head yet: conv, noted in the table)
-DECODERS = {"conv": "conv", "deeplab_aspp": "aspp", "multiscale_head": "conv", "linear": "linear", "hrnet": "hrnet"}
+#: recipe decoder -> mtlkit head. ``multiscale_head`` is the selective code's ``TransformerMTL_multi`` + ``MLPHead``
+#: (github wooseong97/sel-update-mtl, models/transformer_net.py, models/transformers/transformer_decoder.py): the
+#: tokens of blocks 3, 6, 9 and the normed last block concatenated, one 1x1 conv per task, bilinear upsampling =
+#: mtlkit's ``linear`` head on a ViT backbone's default features (``vit_out_indices``)
+DECODERS = {"conv": "conv", "deeplab_aspp": "aspp", "multiscale_head": "linear", "linear": "linear",
+            "hrnet": "hrnet"}
 #: ``small`` keys that replace protocol keys (the others are merged into rows or read separately)
 #: ``--small`` stand-in backbone for the CNN architectures (MTAN, MTI-Net) when ``small.model`` is a ViT preset:
 #: our choice, overridable per recipe with ``small.cnn_model``; trained from random init (the shipped checkpoint
@@ -185,10 +189,8 @@ def _base_config(recipe: dict[str, Any], row: dict[str, Any], proto: dict[str, A
     if isinstance(size, dict):
         size = size.get("train")
     if isinstance(size, list | tuple):
-        if size[0] != size[1]:
-            notes.append(f"inputs {size[0]}x{size[1]}: the engine trains square inputs, {size[0]} used")
-        size = size[0]
-    if size:
+        cfg["image_size"] = int(size[0]) if size[0] == size[1] else [int(size[0]), int(size[1])]  # H x W
+    elif size:
         cfg["image_size"] = int(size)
     model = {"name": proto.get("model") if small else proto.get("backbone"), "pretrained": pretrained}
     arch = proto.get("architecture", "shared") or "shared"
@@ -203,8 +205,6 @@ def _base_config(recipe: dict[str, Any], row: dict[str, Any], proto: dict[str, A
     decoder = proto.get("decoder")
     if decoder:
         model["head"] = DECODERS.get(decoder, "conv")
-        if decoder == "multiscale_head":
-            notes.append("decoder multiscale_head: no mtlkit head yet, conv used")
     if arch != "shared":
         model["arch"] = arch
     cfg["model"] = {k: v for k, v in model.items() if v is not None}
