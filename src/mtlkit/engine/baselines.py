@@ -100,12 +100,23 @@ def reference_config(config: Any) -> Any:
     return config.replace(arch="shared", arch_options={})
 
 
+def _shipped_sha256(model: Any) -> str | None:
+    from mtlkit.checkpoints import SHIPPED, provenance
+
+    name = model if isinstance(model, str) else None
+    return provenance(name).get("sha256") if name in SHIPPED else None
+
+
 def baseline_key(config: Any) -> str:
     """Hash of the config fields that define a baseline's budget (the architecture too, unless shared: the
     keys of plain baselines are unchanged, an architecture's twins get their own)."""
     fields = {k: config.get(k) for k in KEY_FIELDS}
     if getattr(config.model, "arch", "shared") != "shared":
         fields.update(arch=config.model.arch, arch_options=config.model.arch_options)
+    if config.get("grad_clip") is not None:  # only when set: keys of runs without clipping are unchanged
+        fields.update(grad_clip=config.get("grad_clip"))
+    if config.get("pretrained") == "default":  # the shipped checkpoint's identity, not the word "default"
+        fields.update(pretrained_sha256=_shipped_sha256(config.get("model")))
     blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
