@@ -167,8 +167,8 @@ def expansion_table(analysis: TokenSpaceAnalysis, report: dict[str, Any]) -> str
     if "inference_flops_ratio" in report:
         line = (
             f"inference FLOPs x{report['inference_flops_ratio']:.3f} for all tasks "
-            f"(+{report['inference_flops_overhead_per_task_pct']:.1f}% per task), "
-            f"+{report['inference_flops_overhead_single_task_pct']:.1f}% for one task alone"
+            f"({report['inference_flops_overhead_per_task_pct']:+.1f}% per task), "
+            f"{report['inference_flops_overhead_single_task_pct']:+.1f}% for one task alone"
         )
         if "inference_ratio" in report:
             line += f"; time x{report['inference_ratio']:.3f} for all tasks"
