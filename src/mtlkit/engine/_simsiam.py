@@ -33,7 +33,6 @@ checkpoint of that architecture.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -268,31 +267,19 @@ def train_simsiam(cfg: Any, images: Callable[[int], torch.Tensor], schedule: Cal
                             "fix_lr": False},
                            {"params": model.predictor.parameters(), "fix_lr": True}],
                           lr=init_lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    curve: list[dict[str, float]] = []
-    window: list[float] = []
-    t0 = time.perf_counter()
+    from mtlkit.engine._pretrain_loop import run_steps
+
     model.train()
-    for step in range(cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = init_lr if group["fix_lr"] else schedule(step) * scale
-        x = images(step)
-        x1, x2 = simsiam_view(x, gen), simsiam_view(x, gen)
-        loss = simsiam_loss(*model(x1, x2))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        window.append(loss.item())
-        if not math.isfinite(window[-1]):
-            raise MtlkitError(f"pretrain loss is not finite at step {step}; lower --lr")
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            curve.append({"step": step + 1, "loss": sum(window) / len(window),
-                          "seconds": round(time.perf_counter() - t0, 1)})
-            window = []
-            if progress:
-                print(f"pretrain step {step + 1}/{cfg.steps}  loss {curve[-1]['loss']:.4f}  "
-                      f"{curve[-1]['seconds']:.0f}s", flush=True)
+    curve, seconds = run_steps(cfg, opt, lambda step, g: init_lr if g["fix_lr"] else schedule(step) * scale,
+                               lambda step: _step_loss(model, images(step), gen), progress)
     state = {k: v.detach().contiguous().clone() for k, v in model.encoder.state_dict().items()}
-    return state, curve, time.perf_counter() - t0
+    return state, curve, seconds
+
+
+def _step_loss(model: SimSiam, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    x1, x2 = simsiam_view(x, gen), simsiam_view(x, gen)
+    return simsiam_loss(*model(x1, x2))
+
 
 
 __all__ = ["SimSiam", "build_simsiam", "color_jitter", "crop_boxes", "crop_resize_flip", "gaussian_blur",

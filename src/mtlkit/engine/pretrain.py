@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import shlex
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -398,29 +397,11 @@ def _train_mae(cfg: PretrainConfig, progress: bool) -> tuple[dict[str, torch.Ten
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim <= 1 or "token" in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
-    curve: list[dict[str, float]] = []
-    window: list[float] = []
-    t0 = time.perf_counter()
+    from mtlkit.engine._pretrain_loop import run_steps
+
     model.train()
-    for step in range(cfg.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        x = stream.batch(step, gen)
-        loss, _, _ = model(x, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        window.append(loss.item())
-        if not math.isfinite(window[-1]):
-            raise MtlkitError(f"pretrain loss is not finite at step {step}; lower --lr")
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            curve.append({"step": step + 1, "loss": float(np.mean(window)),
-                          "seconds": round(time.perf_counter() - t0, 1)})
-            window = []
-            if progress:
-                print(f"pretrain step {step + 1}/{cfg.steps}  loss {curve[-1]['loss']:.4f}  "
-                      f"{curve[-1]['seconds']:.0f}s", flush=True)
-    seconds = time.perf_counter() - t0
+    curve, seconds = run_steps(cfg, opt, lambda step, g: lr_at(step, cfg),
+                               lambda step: model(stream.batch(step, gen), gen)[0], progress)
     state = {k: v.detach().contiguous().clone() for k, v in model.encoder.state_dict().items()}
     return state, curve, seconds
 
