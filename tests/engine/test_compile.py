@@ -11,6 +11,7 @@ import torch
 from mtlkit.engine import TrainConfig, Trainer, load_model
 from mtlkit.engine._compile import Compiler, is_compiled
 from mtlkit.errors import MtlkitError
+from tests.faults.helpers import Stop, StopAt
 
 
 def config(tmp_path, name, **kw):
@@ -19,18 +20,6 @@ def config(tmp_path, name, **kw):
                 baseline_cache=str(tmp_path / "cache"), progress=False, compile="aot_eager")
     return TrainConfig.from_dict({**base, **kw})
 
-
-class _Stop(Exception):
-    pass
-
-
-class _StopAt:
-    def __init__(self, n):
-        self.n = n
-
-    def on_iteration_start(self, trainer, it):
-        if it == self.n:
-            raise _Stop
 
 
 def test_compiled_run_trains_like_eager_and_resumes_exactly(tmp_path):
@@ -46,8 +35,8 @@ def test_compiled_run_trains_like_eager_and_resumes_exactly(tmp_path):
     for t in ("semseg", "depth"):  # same run up to floating-point reassociation
         assert compiled["primary"][t] == pytest.approx(eager["primary"][t], rel=1e-3)
     part = Trainer(config(tmp_path, "part", method="upgrad"))
-    part.callbacks.append(_StopAt(3))
-    with pytest.raises(_Stop):
+    part.callbacks.append(StopAt(3))
+    with pytest.raises(Stop):
         part.fit()
     Trainer(config(tmp_path, "part", method="upgrad")).fit(resume=True)
     a, b = load_model(tmp_path / "full")[0].state_dict(), load_model(tmp_path / "part")[0].state_dict()

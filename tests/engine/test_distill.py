@@ -10,6 +10,7 @@ import torch
 from mtlkit.engine import Trainer, load_model, train_teachers
 from mtlkit.engine._state import load_resume
 from mtlkit.errors import MtlkitError
+from tests.faults.helpers import Stop, StopAt
 
 TASKS = ["semseg", "depth"]
 
@@ -127,8 +128,8 @@ def test_resume_with_url_is_exact(cfg, tmp_path):
     Trainer(full).fit()
     part = full.replace(out=str(tmp_path / "part"))
     t = Trainer(part)
-    t.callbacks.append(_StopAt(2))
-    with pytest.raises(_Stop):
+    t.callbacks.append(StopAt(2))
+    with pytest.raises(Stop):
         t.fit()
     resumed = Trainer(part)
     resumed.fit(resume=True)
@@ -145,18 +146,6 @@ def test_bad_options_and_missing_teachers_are_user_errors(cfg, tmp_path):
     with pytest.raises(MtlkitError, match="teachers"):
         Trainer(cfg.replace(distill="url", baseline_cache=str(tmp_path / "empty")))
 
-
-class _Stop(Exception):
-    pass
-
-
-class _StopAt:
-    def __init__(self, n):
-        self.n = n
-
-    def on_iteration_start(self, trainer, it):
-        if it == self.n:
-            raise _Stop
 
 
 def test_methods_lists_url_with_paper_and_options(capsys):

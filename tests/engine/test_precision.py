@@ -19,6 +19,7 @@ from mtlkit.engine._precision import Precision, to_fp32
 from mtlkit.engine._state import load_resume
 from mtlkit.errors import MtlkitError
 from mtlkit.models import build_model
+from tests.faults.helpers import Stop, StopAt
 
 NAMES = balancing.BALANCERS.names()
 SIZE = 16
@@ -145,18 +146,6 @@ def test_to_fp32_and_bad_name():
         Precision("fp8")
 
 
-class _Stop(Exception):
-    pass
-
-
-class _StopAt:
-    def __init__(self, n):
-        self.n = n
-
-    def on_iteration_start(self, trainer, it):
-        if it == self.n:
-            raise _Stop
-
 
 def test_fp16_run_resumes_exactly_with_the_scaler_state(tiny_config, tmp_path):
     from mtlkit.engine import Trainer, load_model
@@ -171,8 +160,8 @@ def test_fp16_run_resumes_exactly_with_the_scaler_state(tiny_config, tmp_path):
     assert state["precision"]["mode"] == "fp16" and state["precision"]["scaler"]["scale"] == 2.0 ** (16 - skipped)
     part = full.replace(out=str(tmp_path / "part"))
     t = Trainer(part)
-    t.callbacks.append(_StopAt(3))
-    with pytest.raises(_Stop):
+    t.callbacks.append(StopAt(3))
+    with pytest.raises(Stop):
         t.fit()
     Trainer(part).fit(resume=True)
     a, b = load_model(tmp_path / "full")[0].state_dict(), load_model(tmp_path / "part")[0].state_dict()

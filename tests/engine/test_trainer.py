@@ -7,6 +7,7 @@ import torch
 
 from mtlkit.engine import Trainer, load_model, train_single_task_baselines
 from mtlkit.errors import MtlkitError
+from tests.faults.helpers import Stop, StopAt
 
 SCHEMA = {"tasks", "primary", "delta_m", "baseline", "method", "iterations", "seconds_per_iter", "params"}
 
@@ -58,26 +59,14 @@ def test_resume_is_exact(tiny_config, tmp_path):
     part = full.replace(out=str(tmp_path / "part"))
     # Interrupt after 4 iterations: train with the same schedule length, stop at the first checkpoint.
     t = Trainer(part)
-    t.callbacks.append(_StopAt(4))
-    with pytest.raises(_Stop):
+    t.callbacks.append(StopAt(4))
+    with pytest.raises(Stop):
         t.fit()
     Trainer(part).fit(resume=True)
     a = load_model(tmp_path / "full")[0].state_dict()
     b = load_model(tmp_path / "part")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-
-class _Stop(Exception):
-    pass
-
-
-class _StopAt:
-    def __init__(self, n):
-        self.n = n
-
-    def on_iteration_start(self, trainer, it):
-        if it == self.n:
-            raise _Stop
 
 
 def test_nan_loss_skips_the_step_and_never_corrupts(tiny_config, monkeypatch):
@@ -117,8 +106,8 @@ def test_selective_with_learnable_group_balancers_resumes_exactly(tiny_config, t
     assert groups  # the random 2-group split made proper sub-groups with their own parameters
     part = full.replace(out=str(tmp_path / "part"))
     t = Trainer(part)
-    t.callbacks.append(_StopAt(3))
-    with pytest.raises(_Stop):
+    t.callbacks.append(StopAt(3))
+    with pytest.raises(Stop):
         t.fit()
     resumed = Trainer(part)
     resumed.fit(resume=True)

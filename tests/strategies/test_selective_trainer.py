@@ -11,6 +11,7 @@ import torch
 from mtlkit.analysis import PLOTTERS
 from mtlkit.cli import main
 from mtlkit.engine import Trainer, load_model
+from tests.faults.helpers import Stop, StopAt
 
 
 def test_cli_train_then_analyze(tmp_path):
@@ -41,19 +42,6 @@ def test_bad_strategy_option_is_a_one_line_user_error(tmp_path, capsys):
     assert code == 2 and "grouping" in capsys.readouterr().err
 
 
-class _Stop(Exception):
-    pass
-
-
-class _StopAt:
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_iteration_start(self, trainer, it):
-        if it == self.n:
-            raise _Stop
-
-
 def test_trainer_resume_is_exact(tiny_config, tmp_path):
     # warm-up is batch 0; the run is interrupted after batch 1 and resumed into the affinity-grouped batches
     full = tiny_config.replace(iters=4, eval_every=2, strategy="selective", strategy_options={"warmup": 0},
@@ -63,8 +51,8 @@ def test_trainer_resume_is_exact(tiny_config, tmp_path):
     trainer.fit()
     part = full.replace(out=str(tmp_path / "part"))
     t = Trainer(part)
-    t.callbacks.append(_StopAt(2))
-    with pytest.raises(_Stop):
+    t.callbacks.append(StopAt(2))
+    with pytest.raises(Stop):
         t.fit()
     Trainer(part).fit(resume=True)
     a = load_model(tmp_path / "full")[0].state_dict()
