@@ -137,6 +137,19 @@ def arch_config(tmp_path, arch: str, **kw) -> Config:
                   baseline_cache=str(tmp_path / "baselines"), **kw)
 
 
+def _assert_reloads_exactly(model, out, arch: str, cls) -> None:
+    """The run directory rebuilds the architecture and its outputs are bit-identical (eval mode)."""
+    reloaded, spec = load_model(out)
+    assert spec["build"]["arch"] == arch and isinstance(reloaded, cls)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    model.eval()
+    reloaded.eval()
+    with torch.no_grad():
+        a, b = model(x), reloaded(x)
+    for t in a:
+        assert torch.equal(a[t], b[t])
+
+
 def test_dtme_on_invpt_through_the_trainer_and_reload(tmp_path) -> None:
     cfg = arch_config(tmp_path, "invpt", method="pcgrad",
                       dtme={"iteration": 1, "calib_batches": 2, "measure_inference": False, "rho": 0.5})
@@ -147,15 +160,7 @@ def test_dtme_on_invpt_through_the_trainer_and_reload(tmp_path) -> None:
     assert getattr(model.backbone, "is_expanded", False)
     dtme = {id(p) for t in model.tasks for p in model.backbone.task_specific_parameters(t)}
     assert dtme and dtme <= {id(p) for p in model.shared_parameters()}  # InvPT's joint decoder mixes the streams
-    reloaded, spec = load_model(cfg.out)
-    assert spec["build"]["arch"] == "invpt" and isinstance(reloaded, InvPT)
-    x = torch.randn(2, 3, SIZE, SIZE)
-    model.eval()
-    reloaded.eval()
-    with torch.no_grad():
-        a, b = model(x), reloaded(x)
-    for t in a:
-        assert torch.equal(a[t], b[t])
+    _assert_reloads_exactly(model, cfg.out, "invpt", InvPT)
 
 
 def test_dtme_on_taskprompter_through_the_trainer_and_reload(tmp_path) -> None:
@@ -173,15 +178,7 @@ def test_dtme_on_taskprompter_through_the_trainer_and_reload(tmp_path) -> None:
     for t in model.tasks:
         own = {id(p) for p in model.backbone.task_specific_parameters(t)}
         assert own and own <= {id(p) for p in model.task_parameters(t)}
-    reloaded, spec = load_model(cfg.out)
-    assert spec["build"]["arch"] == "taskprompter" and isinstance(reloaded, TaskPrompter)
-    x = torch.randn(2, 3, SIZE, SIZE)
-    model.eval()
-    reloaded.eval()
-    with torch.no_grad():
-        a, b = model(x), reloaded(x)
-    for t in a:
-        assert torch.equal(a[t], b[t])
+    _assert_reloads_exactly(model, cfg.out, "taskprompter", TaskPrompter)
     model.train()  # last: a train-mode forward moves the BatchNorm statistics
     assert total_loss(model, trainer.tasks, batch) < before
 
