@@ -22,6 +22,10 @@ def _fail(key: str, value: Any, fix: str) -> None:
     raise MtlkitError(f"{key}={value!r}: {fix}")
 
 
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
 def _int(cfg: Any, key: str, minimum: int, optional: bool = False) -> None:
     v = cfg.get(key)
     if optional and v is None:
@@ -43,9 +47,8 @@ def check_types(cfg: Any) -> None:
     for key in ("iters", "batch_size", "eval_batch_size"):
         _int(cfg, key, 1)
     size = cfg.get("image_size")
-    if not (isinstance(size, int) and not isinstance(size, bool) and size > 0) and not (
-            isinstance(size, list | tuple) and len(size) == 2
-            and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in size)):
+    if not (_positive_int(size) or (isinstance(size, list | tuple) and len(size) == 2
+                                    and all(_positive_int(x) for x in size))):
         _fail("image_size", size, "must be a positive integer or [H, W] (448x576 on the command line)")
     for key in ("num_workers", "seed", "eval_every", "grad_stats_every"):
         _int(cfg, key, 0)
@@ -54,9 +57,8 @@ def check_types(cfg: Any) -> None:
         _str(cfg, key)
     for key in ("data_root", "pretrained", "baseline", "baseline_cache"):
         _str(cfg, key, optional=True)
-    for key in ("global_jacobian",):
-        if not isinstance(cfg.get(key), bool):
-            _fail(key, cfg.get(key), "must be true or false")
+    if not isinstance(cfg.get("global_jacobian"), bool):
+        _fail("global_jacobian", cfg.get("global_jacobian"), "must be true or false")
     if cfg.get("select") not in ("last", "best"):
         _fail("select", cfg.get("select"), "must be last (the final model) or best (best validation Δm)")
     gc = cfg.get("grad_clip")

@@ -31,13 +31,6 @@ import yaml
 from mtlkit.errors import MtlkitError
 
 
-def _is_size(v: Any) -> bool:
-    """A positive int, or a pair of positive ints (H, W)."""
-    def pos(x: Any) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool) and x > 0
-    return pos(v) or (isinstance(v, list | tuple) and len(v) == 2 and all(pos(x) for x in v))
-
-
 @dataclass
 class DataConfig:
     name: str = "synthetic-nyud"
@@ -312,9 +305,7 @@ class Config:
             return float(v)
 
         for key in ("iters", "batch_size", "eval_batch_size"):
-            pos_int(key)
-        size = self.image_size
-        need(_is_size(size), "image_size", "must be a positive integer or [H, W] (e.g. 448x576 on the command line)")
+            pos_int(key)  # image_size (an int or [H, W]): check_types
         need(0 < number("lr") < math.inf, "lr", "must be a finite number > 0")
         need(0 < number("lr_ts") < math.inf, "lr_ts", "must be a finite number > 0")
         need(0 <= number("weight_decay") < math.inf, "weight_decay", "must be a finite number >= 0")
