@@ -108,17 +108,22 @@ def uses_shared_parameters(balancer: Any) -> bool:
     return not isinstance(balancer, WeightedSum | UncertaintyWeighting | GeometricLossStrategy)
 
 
-def backward_kwargs(balancer: Any, model: torch.nn.Module, feats: Any, iteration: int) -> dict[str, Any]:
+def backward_kwargs(balancer: Any, model: torch.nn.Module, feats: Any, iteration: int,
+                    reduce_jacobian: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, Any]:
     """The keyword arguments of ``balancer.backward`` besides the losses (works for any model); the
-    parameter lists only for methods that use them (collecting them walks the model every step)."""
+    parameter lists only for methods that use them (collecting them walks the model every step);
+    ``reduce_jacobian`` when aggregators use the global Jacobian (``StepContext.reduce_jacobian``)."""
     shared = uses_shared_parameters(balancer)
-    return {
+    out = {
         "shared": shared_parameters(model) if shared else None,
         "features": balancer_features(balancer, model, feats),
         "last_shared": last_shared_parameters(model) if shared else None,
         "iteration": iteration,
         "model": model,
     }
+    if reduce_jacobian is not None:
+        out["reduce_jacobian"] = reduce_jacobian
+    return out
 
 
 def loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -144,17 +149,14 @@ def after_optimizer_step(ctx: StepContext) -> None:
 
 def balanced_backward(ctx: StepContext, losses: dict[str, torch.Tensor], feats: Any) -> dict[str, Any]:
     """Zero grads, then let the balancer fill them for ``losses`` (shared / last-shared params from the model)."""
-    return ctx.balancer.backward(losses, **backward_kwargs(ctx.balancer, ctx.model, feats, ctx.iteration),
+    return ctx.balancer.backward(losses, **backward_kwargs(ctx.balancer, ctx.model, feats, ctx.iteration,
+                                                           ctx.reduce_jacobian),
                                  **scale_kwargs(ctx))
 
 
 def scale_kwargs(ctx: StepContext) -> dict[str, Any]:
-    """``{"grad_scale": scaler}`` under fp16 (the balancer sees unscaled losses and decides unscaled), and
-    ``{"reduce_jacobian": fn}`` when aggregators use the global Jacobian (several processes); else {}."""
-    out = {} if ctx.precision is None else dict(ctx.precision.backward_kwargs())
-    if ctx.reduce_jacobian is not None:
-        out["reduce_jacobian"] = ctx.reduce_jacobian
-    return out
+    """``{"grad_scale": scaler}`` under fp16 (the balancer sees unscaled losses and decides unscaled), else {}."""
+    return {} if ctx.precision is None else ctx.precision.backward_kwargs()
 
 
 def optimizer_step(ctx: StepContext) -> bool:

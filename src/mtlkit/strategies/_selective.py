@@ -357,7 +357,8 @@ class Selective(Strategy):
             balancer = self._balancer_for(group, ctx)
             extra_backward(ctx, feats, batch, group)  # e.g. URL: the group's distillation, added after the balancer
             info = balancer.backward(
-                self._scaled({t: losses[t] for t in group}), **backward_kwargs(balancer, model, feats, ctx.iteration),
+                self._scaled({t: losses[t] for t in group}),
+                **backward_kwargs(balancer, model, feats, ctx.iteration, ctx.reduce_jacobian),
                 **scale_kwargs(ctx),
             )
             if stats is not None:  # all tasks' gradients at the batch start vs the first group's update
