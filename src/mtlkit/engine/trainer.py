@@ -38,6 +38,7 @@ from mtlkit.engine._protocol import check_model
 from mtlkit.engine._resume import finished_metrics, new_run_state, restore, trainer_state, truncate_logs
 from mtlkit.engine._sampler import ShardSampler
 from mtlkit.engine._seeded import SeededBatchSampler, SeededItems
+from mtlkit.engine._select import check_select, consider, select_final  # "best on validation"
 from mtlkit.engine._state import check_config, load_resume, save_resume
 from mtlkit.engine.baselines import Baselines, find
 from mtlkit.engine.checkpoint import save_model
@@ -209,8 +210,6 @@ class Trainer(metaclass=_TrainerType):
         self.optimizer = self._optimizer(optimizer)
         self.scheduler = self._scheduler(schedule)
         self.baseline = self._baseline(baseline, baseline_cache)
-        from mtlkit.engine._select import check_select  # "best on validation" (engine/_select.py)
-
         self.select = check_select(select, self.baseline, self.val_set is not None)
         self._best_state: dict[str, torch.Tensor] | None = None
         from mtlkit.engine._distill import build_runtime  # URL / feature-distance probe (docs/url.md)
@@ -534,8 +533,6 @@ class Trainer(metaclass=_TrainerType):
                     rs["val_history"].append({"iter": self.iteration, **val})
                     self.logger.log_eval("val", self.iteration, val)
                     if self.select == "best":
-                        from mtlkit.engine._select import consider
-
                         consider(self, val)
                 if main:
                     save_model(self.model, self.model_spec, self.out)
@@ -548,8 +545,6 @@ class Trainer(metaclass=_TrainerType):
     def _finish(self, sec_per_iter: float, skipped: int, val_history: list) -> dict[str, Any]:
         val = self.evaluate("val") if self.val_set is not None else None
         if self.select == "best" and val is not None:
-            from mtlkit.engine._select import select_final
-
             val = select_final(self, val)  # may load an earlier model's weights
         test = self.evaluate("test") if self.test_set is not None else None
         final = test or val or {"tasks": {}, "primary": {}}
